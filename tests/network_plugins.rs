@@ -4,49 +4,11 @@
 
 mod common;
 
-use research_host::plugins::{LoadedPlugin, SearchPlugin, discover};
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
-
-/// The shipped http-search component, built once.
-fn http_search_wasm() -> &'static PathBuf {
-    static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let plugins = discover(&common::plugins_dir()).expect("discover");
-        let plugin = plugins
-            .iter()
-            .find(|p| p.manifest.name == "http-search")
-            .expect("http-search is shipped");
-        let (info, _) = common::host()
-            .load(plugin, &BTreeMap::new())
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        info.component
-    })
-}
-
-/// Loads http-search from a temp folder with the given capabilities and config.
-fn load(extra_toml: &str) -> Result<SearchPlugin, String> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    common::write_prebuilt_plugin_of_kind(
-        dir.path(),
-        "http-search-test",
-        "search",
-        http_search_wasm(),
-        extra_toml,
-    );
-    let plugins = discover(dir.path()).expect("discover");
-    match common::host().load(&plugins[0], &BTreeMap::new()) {
-        Ok((_, LoadedPlugin::Search(plugin))) => Ok(plugin),
-        Ok(_) => Err("not a search plugin".into()),
-        Err(error) => Err(format!("{error:#}")),
-    }
-}
 
 /// A one-request HTTP server on loopback: records the request, sends `status` and `body`.
 fn serve_once(status: u16, body: &'static str) -> (SocketAddr, mpsc::Receiver<(String, String)>) {
@@ -89,7 +51,7 @@ fn serve_once(status: u16, body: &'static str) -> (SocketAddr, mpsc::Receiver<(S
 
 #[test]
 fn without_a_network_grant_the_plugin_is_refused_at_load_time() {
-    let error = load("[config]\nurl = \"http://127.0.0.1:8000\"")
+    let error = common::load_http_search("[config]\nurl = \"http://127.0.0.1:8000\"")
         .err()
         .expect("must be refused");
     assert!(error.contains("http-search-test"), "{error}");
@@ -107,7 +69,7 @@ fn searchr1_api_round_trip() {
                         {"document": {"id": 13, "contents": "no title line"}, "score": 0.5}],
                        []]}"#,
     );
-    let plugin = load(&format!(
+    let plugin = common::load_http_search(&format!(
         "[capabilities]\nnetwork = [\"{address}\"]\n[config]\nurl = \"http://{address}\"\napi = \"searchr1\""
     ))
     .expect("loads with a grant");
@@ -142,7 +104,7 @@ fn research_api_round_trip() {
         200,
         r#"[[{"id": "1", "contents": "\"Lyon\"\nLyon is a city."}, {"id": "2", "contents": "\"Nice\"\nNice is nice."}]]"#,
     );
-    let plugin = load(&format!(
+    let plugin = common::load_http_search(&format!(
         "[capabilities]\nnetwork = [\"127.0.0.1:*\"]\n[config]\nurl = \"http://{address}/\"\napi = \"research\""
     ))
     .expect("loads with a grant");
@@ -171,7 +133,7 @@ fn a_request_outside_the_grant_is_denied() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let address = listener.local_addr().expect("address");
-    let plugin = load(&format!(
+    let plugin = common::load_http_search(&format!(
         "[capabilities]\nnetwork = [\"127.0.0.1:1\"]\n[config]\nurl = \"http://{address}\""
     ))
     .expect("loads with a (different) grant");
@@ -186,7 +148,7 @@ fn a_request_outside_the_grant_is_denied() {
 #[test]
 fn a_server_error_is_reported_with_its_status() {
     let (address, _requests) = serve_once(500, r#"{"detail": "index not loaded"}"#);
-    let plugin = load(&format!(
+    let plugin = common::load_http_search(&format!(
         "[capabilities]\nnetwork = [\"{address}\"]\n[config]\nurl = \"http://{address}\""
     ))
     .expect("loads");

@@ -3,5 +3,7 @@
 //! sandboxed WebAssembly components; see [`plugins`].
 
 pub mod cli;
+pub mod data;
 pub mod model;
 pub mod plugins;
+pub mod retrieval;

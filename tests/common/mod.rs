@@ -157,3 +157,166 @@ pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
         .and_then(|d| d.to_scalar::<f32>())
         .expect("tensors of the same shape")
 }
+
+/// The real passage corpus beside the checkout, when present.
+pub fn shared_corpus() -> Option<PathBuf> {
+    let path = repo_root().join("../shared/data/wiki-vital-passages.jsonl");
+    path.is_file().then_some(path)
+}
+
+/// Words for the synthetic corpus used when ../shared/data is absent.
+const SYNTHETIC_WORDS: [&str; 48] = [
+    "river",
+    "mountain",
+    "city",
+    "capital",
+    "king",
+    "queen",
+    "war",
+    "music",
+    "painter",
+    "novel",
+    "science",
+    "physics",
+    "chemistry",
+    "planet",
+    "ocean",
+    "island",
+    "empire",
+    "language",
+    "poet",
+    "bridge",
+    "church",
+    "desert",
+    "forest",
+    "festival",
+    "railway",
+    "harbour",
+    "university",
+    "museum",
+    "treaty",
+    "battle",
+    "dynasty",
+    "composer",
+    "theatre",
+    "medicine",
+    "engine",
+    "electricity",
+    "football",
+    "olympic",
+    "climate",
+    "volcano",
+    "glacier",
+    "republic",
+    "senate",
+    "philosopher",
+    "mathematics",
+    "astronomy",
+    "cathedral",
+    "village",
+];
+
+/// A corpus of `n` passages in FlashRAG form written to `dir/name`: the first `n` lines of the
+/// shared Wikipedia corpus, or deterministic synthetic passages when it is absent.
+pub fn write_test_corpus(dir: &Path, name: &str, n: usize) -> PathBuf {
+    use std::io::{BufRead, Write};
+    let path = dir.join(name);
+    let mut out = std::fs::File::create(&path).expect("corpus file");
+    if let Some(shared) = shared_corpus() {
+        let reader = std::io::BufReader::new(std::fs::File::open(shared).expect("shared corpus"));
+        for line in reader.lines().take(n) {
+            writeln!(out, "{}", line.expect("corpus line")).expect("write");
+        }
+    } else {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |m: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % m as u64) as usize
+        };
+        for i in 0..n {
+            let title = format!(
+                "{} {} {i}",
+                SYNTHETIC_WORDS[next(48)],
+                SYNTHETIC_WORDS[next(48)]
+            );
+            let words: Vec<&str> = (0..20 + next(30))
+                .map(|_| SYNTHETIC_WORDS[next(48)])
+                .collect();
+            let record = serde_json::json!({
+                "id": i.to_string(),
+                "contents": format!("\"{title}\"\nThe {title} is a {}.", words.join(" ")),
+            });
+            writeln!(out, "{record}").expect("write");
+        }
+    }
+    path
+}
+
+/// Lines `range` of a corpus file, written to `dir/name`.
+pub fn corpus_slice(
+    source: &Path,
+    range: std::ops::Range<usize>,
+    dir: &Path,
+    name: &str,
+) -> PathBuf {
+    let text = std::fs::read_to_string(source).expect("corpus");
+    let lines: Vec<&str> = text.lines().skip(range.start).take(range.len()).collect();
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write slice");
+    path
+}
+
+/// A tiny random BERT embedder (seed `seed`), created once per test binary and seed.
+pub fn tiny_embedder(seed: u64) -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let root = DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"));
+    let out = root.path().join(format!("tiny-bert-{seed}"));
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !out.join("config.json").is_file() {
+        research_host::retrieval::tiny::init_tiny_bert(
+            research_host::retrieval::tiny::TINY_BERT,
+            seed,
+            None,
+            &out,
+        )
+        .expect("tiny embedder");
+    }
+    out
+}
+
+/// The shipped http-search component, built once.
+pub fn http_search_wasm() -> &'static PathBuf {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let plugins = discover(&plugins_dir()).expect("discover");
+        let plugin = plugins
+            .iter()
+            .find(|p| p.manifest.name == "http-search")
+            .expect("http-search is shipped");
+        let (info, _) = host()
+            .load(plugin, &BTreeMap::new())
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        info.component
+    })
+}
+
+/// Loads http-search from a temp folder with the given capabilities and config.
+pub fn load_http_search(extra_toml: &str) -> Result<SearchPlugin, String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_prebuilt_plugin_of_kind(
+        dir.path(),
+        "http-search-test",
+        "search",
+        http_search_wasm(),
+        extra_toml,
+    );
+    let plugins = discover(dir.path()).expect("discover");
+    match host().load(&plugins[0], &BTreeMap::new()) {
+        Ok((_, LoadedPlugin::Search(plugin))) => Ok(plugin),
+        Ok(_) => Err("not a search plugin".into()),
+        Err(error) => Err(format!("{error:#}")),
+    }
+}

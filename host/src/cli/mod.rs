@@ -1,9 +1,12 @@
 //! Command-line interface: one module per subcommand.
 
+pub mod embedder;
 pub mod generate;
+pub mod index;
 pub mod model;
 pub mod plugins;
 pub mod reward;
+pub mod search;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -33,6 +36,16 @@ pub enum Command {
     Model(model::ModelCommand),
     /// Continue a prompt with a model (greedy or sampled); --json adds ids and log-probs.
     Generate(generate::GenerateArgs),
+    /// Create sentence embedders and embed texts.
+    #[command(subcommand)]
+    Embedder(embedder::EmbedderCommand),
+    /// Build, extend and inspect passage indexes (LMDB + arroy).
+    #[command(subcommand)]
+    Index(index::IndexCommand),
+    /// Search an index: a table of the best passages per query, or --json.
+    Search(search::SearchArgs),
+    /// Serve an index over HTTP (Search-R1 /retrieve, ReSearch /search and /batch_search).
+    Serve(search::ServeArgs),
 }
 
 /// Where plugins come from and which are active; shared by every subcommand that loads them.
@@ -82,6 +95,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reward(args) => reward::run(args),
         Command::Model(command) => model::run(command),
         Command::Generate(args) => generate::run(args),
+        Command::Embedder(command) => embedder::run(command),
+        Command::Index(command) => index::run(command),
+        Command::Search(args) => search::run_search(args),
+        Command::Serve(args) => search::run_serve(args),
     }
 }
 

@@ -37,7 +37,7 @@ pub const TAG_TOKENS: [&str; 10] = [
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
 /// Text the tokenizer is trained on when no corpus is given.
-const BUILTIN_CORPUS: &str = include_str!("tiny_corpus.txt");
+pub const BUILTIN_CORPUS: &str = include_str!("tiny_corpus.txt");
 
 /// Sizes of a tiny model.
 #[derive(Debug, Clone, Copy)]

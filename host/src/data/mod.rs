@@ -1,0 +1,3 @@
+//! Input data: passage corpora (and, later, QA datasets), read as streams.
+
+pub mod corpus;

@@ -1,0 +1,191 @@
+//! Tiny random-weight BERT embedders for tests: a WordPiece tokenizer trained with the
+//! tokenizers crate, sentence-transformers side files (mean pooling), and weights drawn from a
+//! seeded generator, so the same seed gives the same folder.
+
+use crate::model::checkpoint::write_json;
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use candle_transformers::models::bert::{BertModel, Config as BertConfig, HiddenAct};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::Path;
+use tokenizers::models::TrainerWrapper;
+use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
+use tokenizers::normalizers::bert::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::{AddedToken, Tokenizer};
+
+/// BERT's special tokens, in id order ([PAD] is 0).
+const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+
+/// Sizes of a tiny embedder.
+#[derive(Debug, Clone, Copy)]
+pub struct TinyBertSize {
+    pub vocab: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub max_positions: usize,
+}
+
+/// The `tiny` size: 2 layers, 32 wide, 4 heads, 128 positions.
+pub const TINY_BERT: TinyBertSize = TinyBertSize {
+    vocab: 1000,
+    hidden: 32,
+    intermediate: 64,
+    layers: 2,
+    heads: 4,
+    max_positions: 128,
+};
+
+/// Trains an uncased WordPiece tokenizer (BERT normaliser and pre-tokeniser, `[CLS] … [SEP]`).
+pub fn train_wordpiece(text: &str, vocab: usize) -> Result<Tokenizer> {
+    let mut trainer: TrainerWrapper = WordPieceTrainer::builder()
+        .vocab_size(vocab)
+        .min_frequency(1)
+        .show_progress(false)
+        .special_tokens(
+            SPECIAL_TOKENS
+                .iter()
+                .map(|t| AddedToken::from(*t, true))
+                .collect(),
+        )
+        .build()
+        .into();
+    let mut tokenizer = Tokenizer::new(
+        WordPiece::builder()
+            .unk_token("[UNK]".into())
+            .build()
+            .map_err(|e| anyhow::anyhow!("WordPiece: {e}"))?,
+    );
+    tokenizer
+        .with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
+        .map_err(|e| anyhow::anyhow!("tokenizer setup: {e}"))?
+        .with_pre_tokenizer(Some(BertPreTokenizer))
+        .with_decoder(Some(tokenizers::decoders::wordpiece::WordPiece::default()));
+    tokenizer
+        .train(&mut trainer, text.lines())
+        .map_err(|e| anyhow::anyhow!("training the tokenizer failed: {e}"))?;
+    let id = |token: &str| {
+        tokenizer
+            .token_to_id(token)
+            .with_context(|| format!("{token} missing from the trained vocabulary"))
+    };
+    let processor = BertProcessing::new(
+        ("[SEP]".to_string(), id("[SEP]")?),
+        ("[CLS]".to_string(), id("[CLS]")?),
+    );
+    tokenizer.with_post_processor(Some(processor));
+    Ok(tokenizer)
+}
+
+/// Writes a tiny random BERT embedder to `out` (replacing it): tokenizer trained on `corpus`
+/// (or the built-in text), weights from `seed`, mean pooling, max length 128.
+pub fn init_tiny_bert(
+    size: TinyBertSize,
+    seed: u64,
+    corpus: Option<&str>,
+    out: &Path,
+) -> Result<()> {
+    let tokenizer = train_wordpiece(
+        corpus.unwrap_or(crate::model::tiny::BUILTIN_CORPUS),
+        size.vocab,
+    )?;
+    let config_json = serde_json::json!({
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "vocab_size": tokenizer.get_vocab_size(true),
+        "hidden_size": size.hidden,
+        "num_hidden_layers": size.layers,
+        "num_attention_heads": size.heads,
+        "intermediate_size": size.intermediate,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "max_position_embeddings": size.max_positions,
+        "type_vocab_size": 2,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": 0,
+        "position_embedding_type": "absolute",
+        "torch_dtype": "float32",
+    });
+    let config: BertConfig = serde_json::from_value(config_json.clone())?;
+    debug_assert_eq!(config.hidden_act, HiddenAct::Gelu);
+
+    // Let candle's BERT name and shape every parameter, then overwrite them from the seed.
+    let varmap = VarMap::new();
+    BertModel::load(
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        &config,
+    )?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    {
+        let vars = varmap
+            .data()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let mut names: Vec<&String> = vars.keys().collect();
+        names.sort();
+        for name in names {
+            let var = &vars[name];
+            let count = var.elem_count();
+            let values: Vec<f32> = if name.ends_with("LayerNorm.weight") {
+                (0..count)
+                    .map(|_| 1.0 + 0.1 * (rng.random::<f32>() - 0.5))
+                    .collect()
+            } else if name.ends_with("LayerNorm.bias") {
+                vec![0.0; count]
+            } else {
+                (0..count)
+                    .map(|_| 0.2 * (rng.random::<f32>() - 0.5))
+                    .collect()
+            };
+            var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu)?)?;
+        }
+    }
+
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".embedder-")
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a temporary folder in {}", parent.display()))?;
+    let dir = staging.path();
+    write_json(dir, "config.json", &config_json)?;
+    tokenizer
+        .save(dir.join("tokenizer.json"), false)
+        .map_err(|e| anyhow::anyhow!("cannot save tokenizer.json: {e}"))?;
+    varmap
+        .save(dir.join("model.safetensors"))
+        .context("cannot write model.safetensors")?;
+    std::fs::create_dir_all(dir.join("1_Pooling"))?;
+    write_json(
+        dir,
+        "1_Pooling/config.json",
+        &serde_json::json!({
+            "word_embedding_dimension": size.hidden,
+            "pooling_mode_cls_token": false,
+            "pooling_mode_mean_tokens": true,
+        }),
+    )?;
+    write_json(
+        dir,
+        "sentence_bert_config.json",
+        &serde_json::json!({"max_seq_length": size.max_positions, "do_lower_case": false}),
+    )?;
+    let staged = staging.keep();
+    if out.exists() {
+        std::fs::remove_dir_all(out)
+            .with_context(|| format!("cannot replace {}", out.display()))?;
+    }
+    std::fs::rename(&staged, out)
+        .with_context(|| format!("cannot move the embedder to {}", out.display()))
+}
