@@ -411,3 +411,173 @@ fn model_init_and_generate_end_to_end() {
         text(&missing)
     );
 }
+
+#[test]
+fn embedder_index_and_search_commands_work_together_and_explain_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let corpus = common::write_test_corpus(dir.path(), "corpus.jsonl", 40);
+    let output = host(&[
+        "embedder",
+        "init",
+        "--out",
+        &path("emb"),
+        "--corpus",
+        corpus.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let output = host(&[
+        "index",
+        "build",
+        "--quiet",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--embedder",
+        &path("emb"),
+        "--out",
+        &path("index"),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("added 40 passages"),
+        "{}",
+        text(&output)
+    );
+
+    let output = host(&["index", "info", "--index", &path("index"), "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(info["state"], "complete");
+    assert_eq!(info["passages"], 40);
+    assert_eq!(info["embedder"]["settings"]["pooling"], "mean");
+    assert!(info["disk_bytes"].as_u64().unwrap() > 0);
+
+    let record = std::fs::read_to_string(&corpus).unwrap();
+    let first = research_host::data::corpus::parse_record(record.lines().next().unwrap()).unwrap();
+    let output = host(&[
+        "search",
+        "--index",
+        &path("index"),
+        "-k",
+        "2",
+        "--json",
+        &first.contents(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let hits: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(hits[0][0]["id"], serde_json::json!(first.id));
+    assert_eq!(hits[0].as_array().unwrap().len(), 2);
+    let table = host(&["search", "--index", &path("index"), &first.contents()]);
+    assert!(text(&table).contains(&first.title), "{}", text(&table));
+
+    std::fs::write(
+        dir.path().join("bad.jsonl"),
+        "{\"id\": \"1\", \"contents\": \"fine\"}\n{oops\n",
+    )
+    .unwrap();
+    let output = host(&[
+        "index",
+        "build",
+        "--quiet",
+        "--corpus",
+        &path("bad.jsonl"),
+        "--embedder",
+        &path("emb"),
+        "--out",
+        &path("bad-index"),
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("bad.jsonl:2: not valid JSON"),
+        "{}",
+        text(&output)
+    );
+
+    let output = host(&["search", "--index", &path("emb"), "anything"]);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("not an index"), "{}", text(&output));
+}
+
+#[test]
+fn embedder_settings_follow_the_folder_e5_prefixes_and_cls_pooling() {
+    use research_host::retrieval::embedder::{Embedder, Pooling, SettingsOverrides};
+    let dir = tempfile::tempdir().unwrap();
+    let copy = |name: &str| {
+        let to = dir.path().join(name);
+        std::fs::create_dir_all(to.join("1_Pooling")).unwrap();
+        let from = common::tiny_embedder(0);
+        for file in [
+            "config.json",
+            "tokenizer.json",
+            "model.safetensors",
+            "sentence_bert_config.json",
+            "1_Pooling/config.json",
+        ] {
+            std::fs::copy(from.join(file), to.join(file)).unwrap();
+        }
+        to
+    };
+    let load = |dir: &Path| {
+        Embedder::load(
+            dir,
+            &SettingsOverrides::default(),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+    };
+    let e5 = load(&copy("multilingual-e5-tiny"));
+    let settings = &e5.identity().settings;
+    assert_eq!(
+        (
+            settings.query_prefix.as_str(),
+            settings.passage_prefix.as_str()
+        ),
+        ("query: ", "passage: ")
+    );
+    assert_eq!(settings.pooling, Pooling::Mean);
+
+    let bge = copy("bge-small-en-tiny");
+    std::fs::write(
+        bge.join("1_Pooling/config.json"),
+        r#"{"pooling_mode_cls_token": true}"#,
+    )
+    .unwrap();
+    let bge = load(&bge);
+    assert_eq!(bge.identity().settings.pooling, Pooling::Cls);
+    assert!(
+        bge.identity()
+            .settings
+            .query_prefix
+            .starts_with("Represent this sentence")
+    );
+    let plain = load(&common::tiny_embedder(0));
+    assert_ne!(
+        bge.embed_passages(&["a river"]).unwrap(),
+        plain.embed_passages(&["a river"]).unwrap(),
+        "CLS pooling gives other vectors than mean pooling"
+    );
+    assert_eq!(
+        e5.identity().fingerprint,
+        plain.identity().fingerprint,
+        "same files, same fingerprint"
+    );
+    assert!(
+        e5.identity()
+            .mismatch(plain.identity())
+            .unwrap()
+            .contains("query prefix")
+    );
+
+    let broken = copy("broken");
+    std::fs::write(broken.join("config.json"), "{}").unwrap();
+    let error = Embedder::load(
+        &broken,
+        &SettingsOverrides::default(),
+        &candle_core::Device::Cpu,
+    )
+    .err()
+    .unwrap();
+    assert!(
+        format!("{error:#}").contains("config.json: not a BERT config"),
+        "{error:#}"
+    );
+}

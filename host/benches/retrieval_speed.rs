@@ -25,6 +25,10 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// The same allocator as the `host` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn arg(name: &str) -> Option<String> {
     std::env::args().skip_while(|a| a != name).nth(1)
 }
@@ -133,7 +137,8 @@ fn main() -> Result<()> {
         drop(searchers);
         std::fs::remove_dir_all(&dir).ok();
     }
-    growth.push(json!({"n": n, "build": build, "exact": modes["exact"], "ann_default": modes["ann_default"]}));
+    growth.push(json!({"n": n, "build": build, "exact": modes["exact"],
+                       "ann_default": modes["ann_default"]}));
 
     let report = json!({
         "runtime": "research-host (candle BERT + heed/arroy)",

@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 cache=${RESEARCH_HOST_CACHE:-$HOME/.cache/research-host}
 venv=$cache/venv
-data=${RESEARCH_HOST_DATA:-../shared/data}
+data=$(realpath "${RESEARCH_HOST_DATA:-../shared/data}")
 corpus=$data/wiki-vital-passages.jsonl
 questions=$data/hotpotqa-dev.jsonl
 [ -f "$corpus" ] || { echo "missing $corpus (set RESEARCH_HOST_DATA)"; exit 1; }
@@ -27,7 +27,7 @@ trap 'rm -rf "$work"' EXIT
 export RAYON_NUM_THREADS=2 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 echo "== research-host"
 ours=$(cargo bench -q --bench retrieval_speed -- --embedder "$model" --corpus "$corpus" \
-  --questions "$questions" --work "$work" --n "${1:-12324}" --q "${2:-500}" | tail -n 1)
+  --questions "$questions" --work "$work" --n "${1:-12324}" --q "${2:-500}" ${SCALING:+--scaling "$SCALING"} | tail -n 1)
 echo "$ours"
 echo "== sentence-transformers + faiss-cpu"
 theirs=$("$venv/bin/python" host/benches/peers_retrieval.py --model "$model" --work "$work" | tail -n 1)
@@ -47,7 +47,8 @@ print("| search (same vectors) | build s | disk MB | p50 ms | p99 ms | queries/s
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
 b = ours["build"]
 for name, m in ours["modes"].items():
-    label = "ours exact" if name == "exact" else "ours arroy " + name.replace("ann_", "").replace("search_k_", "search_k=")
+    label = {"exact": "ours exact (f32 matrix product)"}.get(
+        name, "ours arroy " + name.replace("ann_", "").replace("search_k_", "search_k="))
     print(f"| {label} | {b['build_s']:.2f} | {b['disk_bytes']/1e6:.1f} | {m['p50_ms']:.3f} | {m['p99_ms']:.3f} | "
           f"{m['qps']:.0f} | {m['batch_qps']:.0f} | {m['recall_at_k']:.3f} |")
 for name, m in theirs["faiss"].items():
@@ -62,5 +63,6 @@ full = 21_000_000
 scale = full / n
 enc_days = full / ours["passages_per_s"] / 86400
 print(f"\nprojection to {full:,} passages (linear in n from {n}): embedding {enc_days:.1f} days on 2 cores; "
-      f"disk {b['disk_bytes'] * scale / 1e9:.0f} GB; exact search {ours['modes']['exact']['p50_ms'] * scale / 1e3:.1f} s/query")
+      f"disk {b['disk_bytes'] * scale / 1e9:.0f} GB; exact search {ours['modes']['exact']['p50_ms'] * scale / 1e3:.1f} s/query "
+      f"(the f32 vectors alone need {full * ours['dim'] * 4 / 1e9:.0f} GB of RAM: use ANN there)")
 PY

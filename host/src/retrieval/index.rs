@@ -16,7 +16,10 @@ use heed::types::{SerdeJson, Str, U32};
 use heed::{CommitOrAbort, Env, EnvOpenOptions, RoTxn, WithoutTls};
 use rand10::SeedableRng;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// Version of the on-disk layout this host writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -111,17 +114,44 @@ pub fn exists(dir: &Path) -> bool {
     dir.join("data.mdb").is_file()
 }
 
+/// Environments this process has open, by folder, with the inode of their data file: LMDB
+/// (and heed) allow one open per file and process, so a second `Index::open` of the same folder
+/// shares the first one's environment. A folder deleted and recreated gets a fresh one.
+type OpenEnvs = HashMap<PathBuf, (Env<WithoutTls>, u64)>;
+static OPEN_ENVS: Mutex<Option<OpenEnvs>> = Mutex::new(None);
+
+fn data_inode(dir: &Path) -> Option<u64> {
+    std::fs::metadata(dir.join("data.mdb"))
+        .ok()
+        .map(|m| m.ino())
+}
+
 fn open_env(dir: &Path) -> Result<Env<WithoutTls>> {
+    let canonical = dir
+        .canonicalize()
+        .with_context(|| format!("cannot open {}", dir.display()))?;
+    let mut envs = OPEN_ENVS.lock().unwrap_or_else(|e| e.into_inner());
+    let envs = envs.get_or_insert_with(HashMap::new);
+    if let Some((env, inode)) = envs.get(&canonical) {
+        if data_inode(&canonical) == Some(*inode) {
+            return Ok(env.clone());
+        }
+        envs.remove(&canonical);
+    }
     // SAFETY: the environment's files are only changed through LMDB (here or in another
     // process using LMDB's own locking); nothing truncates or rewrites them behind its back.
-    unsafe {
+    let env = unsafe {
         EnvOpenOptions::new()
             .read_txn_without_tls()
             .map_size(MAP_SIZE)
             .max_dbs(4)
-            .open(dir)
+            .open(&canonical)
     }
-    .with_context(|| format!("cannot open the index environment in {}", dir.display()))
+    .with_context(|| format!("cannot open the index environment in {}", dir.display()))?;
+    if let Some(inode) = data_inode(&canonical) {
+        envs.insert(canonical, (env.clone(), inode));
+    }
+    Ok(env)
 }
 
 fn now_unix() -> u64 {
