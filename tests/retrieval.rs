@@ -1,5 +1,5 @@
 //! Retrieval end to end on a small corpus with a tiny random embedder: ingest, build, search
-//! (exact and ANN), embedder checks, incremental add, bad corpus lines, and a build killed
+//! (exact, int8 scan and ANN), embedder checks, incremental add, bad corpus lines, and a build killed
 //! mid-way then resumed.
 
 mod common;
@@ -75,6 +75,10 @@ fn a_passage_searched_by_its_own_text_comes_first_exact_and_ann() {
     let queries: Vec<&str> = probes.iter().map(|(_, c)| c.as_str()).collect();
     for options in [
         exact(),
+        SearchOptions {
+            mode: SearchMode::Scan,
+            ..SearchOptions::default()
+        },
         SearchOptions {
             mode: SearchMode::Ann,
             search_k: NonZeroUsize::new(100_000),
@@ -155,12 +159,12 @@ fn exact_scores_are_the_cosines_of_the_embedder_vectors_and_ann_agrees_at_high_s
 }
 
 #[test]
-fn auto_mode_is_exact_for_small_indexes_and_ann_above_the_limit() {
+fn auto_mode_scans_small_indexes_and_uses_ann_above_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = write_test_corpus(dir.path(), "corpus.jsonl", 40);
     drop(build(&corpus, &dir.path().join("index"), &quiet()));
     let auto = Searcher::open(&dir.path().join("index"), &SearchOptions::default()).unwrap();
-    assert_eq!(auto.mode_name(), "exact");
+    assert_eq!(auto.mode_name(), "scan");
     drop(auto);
     let limited = SearchOptions {
         exact_limit: 10,

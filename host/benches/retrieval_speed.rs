@@ -5,7 +5,7 @@
 //!    questions of `--questions` (FlashRAG QA JSONL) as queries;
 //! 2. writes texts, queries and both embedding matrices to `--work` for the peers;
 //! 3. builds our index from those vectors (LMDB insert + arroy forest) and measures, for exact
-//!    search and for ANN at several `search_k`: latency p50/p99 (one query per call), queries/s,
+//!    search, the int8 scan with exact re-rank, and ANN at several `search_k`: latency p50/p99 (one query per call), queries/s,
 //!    batched queries/s, recall@k against exact, disk size;
 //! 4. repeats build and query timing on growing prefixes (`--scaling`) to show how costs grow.
 //!
@@ -112,6 +112,9 @@ fn main() -> Result<()> {
     let truth = exact.search_vectors(&query_vectors, k)?;
     let mut modes = serde_json::Map::new();
     modes.insert("exact".into(), measure(exact, &query_vectors, k, &truth)?);
+    let scan = open(&work.join("index"), SearchMode::Scan, None)?;
+    modes.insert("scan".into(), measure(&scan, &query_vectors, k, &truth)?);
+    drop(scan);
     for search_k in SEARCH_K {
         let ann = open(&work.join("index"), SearchMode::Ann, search_k)?;
         let name = search_k.map_or("ann_default".to_string(), |s| format!("ann_search_k_{s}"));
@@ -128,17 +131,21 @@ fn main() -> Result<()> {
         };
         let (searchers, build) = build_index(&dir, &embedder_dir, &records[..size], &sub)?;
         let truth = searchers.0.search_vectors(&query_vectors, k)?;
+        let scan = open(&dir, SearchMode::Scan, None)?;
         growth.push(json!({
             "n": size,
             "build": build,
             "exact": measure(&searchers.0, &query_vectors, k, &truth)?,
+            "scan": measure(&scan, &query_vectors, k, &truth)?,
             "ann_default": measure(&searchers.1, &query_vectors, k, &truth)?,
         }));
-        drop(searchers);
+        drop((searchers, scan));
         std::fs::remove_dir_all(&dir).ok();
     }
-    growth.push(json!({"n": n, "build": build, "exact": modes["exact"],
-                       "ann_default": modes["ann_default"]}));
+    growth.push(
+        json!({"n": n, "build": build, "exact": modes["exact"], "scan": modes["scan"],
+                       "ann_default": modes["ann_default"]}),
+    );
 
     let report = json!({
         "runtime": "research-host (candle BERT + heed/arroy)",

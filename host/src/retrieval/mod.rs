@@ -5,6 +5,7 @@ pub mod bert;
 pub mod embedder;
 pub mod index;
 pub mod ingest;
+pub mod scan;
 pub mod search;
 pub mod server;
 pub mod tiny;

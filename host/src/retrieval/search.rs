@@ -4,6 +4,7 @@
 
 use super::embedder::{Embedder, Embeddings, SettingsOverrides};
 use super::index::Index;
+use super::scan::QuantizedScan;
 use crate::plugins::Passage;
 use crate::plugins::retriever::Retriever;
 use anyhow::{Context, Result, bail};
@@ -15,11 +16,14 @@ use std::path::Path;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SearchMode {
-    /// Exact up to `--exact-limit` passages, ANN above.
+    /// `scan` up to `--exact-limit` passages, ANN above.
     #[default]
     Auto,
-    /// Compare the query with every vector.
+    /// Compare the query with every f32 vector (one matrix product): the ground truth.
     Exact,
+    /// Compare the query with every vector's int8 code, then re-rank the best candidates
+    /// with their f32 vectors (a quarter of the memory traffic; exact scores).
+    Scan,
     /// arroy's random-projection forest.
     Ann,
 }
@@ -30,10 +34,10 @@ pub const DEFAULT_EXACT_LIMIT: u64 = 100_000;
 /// Search settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SearchOptions {
-    /// exact, ann, or auto (exact up to --exact-limit passages).
+    /// exact, scan (int8 scan + exact re-rank), ann, or auto (scan up to --exact-limit passages).
     #[arg(long, value_enum, default_value_t = SearchMode::Auto)]
     pub mode: SearchMode,
-    /// Largest index that `auto` searches exactly.
+    /// Largest index that `auto` scans in full.
     #[arg(long, default_value_t = DEFAULT_EXACT_LIMIT, value_name = "PASSAGES")]
     pub exact_limit: u64,
     /// ANN nodes inspected per query [default: arroy's, top-k × trees]; higher is more
@@ -88,6 +92,7 @@ struct Flat {
 
 enum Strategy {
     Exact(Flat),
+    Scan(QuantizedScan),
     Ann { search_k: Option<NonZeroUsize> },
 }
 
@@ -134,20 +139,25 @@ impl Searcher {
     ) -> Result<Searcher> {
         let meta = index.require_complete()?;
         index.check_embedder(embedder.identity())?;
-        let exact = match options.mode {
-            SearchMode::Exact => true,
-            SearchMode::Ann => false,
-            SearchMode::Auto => meta.passages <= options.exact_limit,
+        let mode = match options.mode {
+            SearchMode::Auto if meta.passages <= options.exact_limit => SearchMode::Scan,
+            SearchMode::Auto => SearchMode::Ann,
+            mode => mode,
         };
-        let strategy = if exact {
-            let (keys, vectors) = index.all_vectors()?;
-            let rows = keys.len();
-            let matrix = Tensor::from_vec(vectors.data, (rows, vectors.dims), &Device::Cpu)?;
-            Strategy::Exact(Flat { keys, matrix })
-        } else {
-            Strategy::Ann {
-                search_k: options.search_k,
+        let strategy = match mode {
+            SearchMode::Exact => {
+                let (keys, vectors) = index.all_vectors()?;
+                let rows = keys.len();
+                let matrix = Tensor::from_vec(vectors.data, (rows, vectors.dims), &Device::Cpu)?;
+                Strategy::Exact(Flat { keys, matrix })
             }
+            SearchMode::Scan => {
+                let (keys, vectors) = index.all_vectors()?;
+                Strategy::Scan(QuantizedScan::new(keys, vectors))
+            }
+            SearchMode::Ann | SearchMode::Auto => Strategy::Ann {
+                search_k: options.search_k,
+            },
         };
         Ok(Searcher {
             index,
@@ -166,10 +176,11 @@ impl Searcher {
         &self.index
     }
 
-    /// `exact` or `ann`.
+    /// `exact`, `scan` or `ann`.
     pub fn mode_name(&self) -> &'static str {
         match self.strategy {
             Strategy::Exact(_) => "exact",
+            Strategy::Scan(_) => "scan",
             Strategy::Ann { .. } => "ann",
         }
     }
@@ -214,6 +225,7 @@ impl Searcher {
     pub fn search_vectors(&self, queries: &Embeddings, k: usize) -> Result<Vec<Vec<(u32, f32)>>> {
         match &self.strategy {
             Strategy::Exact(flat) => exact_top_k(flat, queries, k),
+            Strategy::Scan(scan) => Ok(scan.search(queries, k)),
             Strategy::Ann { search_k } => {
                 let rtxn = self.index.read_txn()?;
                 let reader = self.index.reader(&rtxn)?;
