@@ -4,7 +4,8 @@ use crate::data::corpus::OnBadRecord;
 use crate::retrieval::embedder::{DEFAULT_BATCH_SIZE, Embedder, SettingsOverrides};
 use crate::retrieval::index::{self, Index, IndexMeta, IndexState};
 use crate::retrieval::ingest::{DEFAULT_COMMIT_EVERY, IngestOptions, IngestReport, ingest};
-use anyhow::{Context, Result, bail};
+use crate::retrieval::search::load_index_embedder;
+use anyhow::{Result, bail};
 use candle_core::Device;
 use clap::{Args, Subcommand};
 use comfy_table::Table;
@@ -184,25 +185,6 @@ pub fn run(command: IndexCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Loads the embedder an index was built with (from `override_dir` or the recorded path),
-/// with the recorded settings.
-pub fn load_index_embedder(meta: &IndexMeta, override_dir: Option<&Path>) -> Result<Embedder> {
-    let dir = override_dir.unwrap_or(&meta.embedder_path);
-    let settings = &meta.embedder.settings;
-    let overrides = SettingsOverrides {
-        pooling: Some(settings.pooling),
-        query_prefix: Some(settings.query_prefix.clone()),
-        passage_prefix: Some(settings.passage_prefix.clone()),
-        max_length: Some(settings.max_length),
-    };
-    Embedder::load(dir, &overrides, &Device::Cpu).with_context(|| {
-        format!(
-            "cannot load the index's embedder from {} (pass --embedder DIR if it moved)",
-            dir.display()
-        )
-    })
 }
 
 fn absolute(path: &Path) -> PathBuf {

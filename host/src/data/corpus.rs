@@ -28,11 +28,16 @@ impl CorpusRecord {
     /// The record in FlashRAG `contents` form: `"Title"\ntext`, or the bare text without a title.
     /// This is the exact string an embedder sees (after its passage prefix).
     pub fn contents(&self) -> String {
-        if self.title.is_empty() {
-            self.text.clone()
-        } else {
-            format!("\"{}\"\n{}", self.title, self.text)
-        }
+        join_contents(&self.title, &self.text)
+    }
+}
+
+/// FlashRAG `contents` of a title and a text: `"Title"\ntext`, or the bare text without a title.
+pub fn join_contents(title: &str, text: &str) -> String {
+    if title.is_empty() {
+        text.to_string()
+    } else {
+        format!("\"{title}\"\n{text}")
     }
 }
 

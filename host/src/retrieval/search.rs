@@ -3,7 +3,7 @@
 //! for large ones). The host's `retriever` interface for search plugins uses this same code.
 
 use super::embedder::{Embedder, Embeddings, SettingsOverrides};
-use super::index::Index;
+use super::index::{Index, IndexMeta};
 use super::scan::QuantizedScan;
 use crate::plugins::Passage;
 use crate::plugins::retriever::Retriever;
@@ -75,11 +75,7 @@ pub struct Hit {
 impl Hit {
     /// The passage in FlashRAG `contents` form.
     pub fn contents(&self) -> String {
-        if self.title.is_empty() {
-            self.text.clone()
-        } else {
-            format!("\"{}\"\n{}", self.title, self.text)
-        }
+        crate::data::corpus::join_contents(&self.title, &self.text)
     }
 }
 
@@ -109,24 +105,7 @@ impl Searcher {
     pub fn open(dir: &Path, options: &SearchOptions) -> Result<Searcher> {
         let index = Index::open(dir)?;
         let meta = index.require_complete()?;
-        let embedder_dir = options
-            .embedder
-            .clone()
-            .unwrap_or(meta.embedder_path.clone());
-        let settings = &meta.embedder.settings;
-        let overrides = SettingsOverrides {
-            pooling: Some(settings.pooling),
-            query_prefix: Some(settings.query_prefix.clone()),
-            passage_prefix: Some(settings.passage_prefix.clone()),
-            max_length: Some(settings.max_length),
-        };
-        let embedder =
-            Embedder::load(&embedder_dir, &overrides, &Device::Cpu).with_context(|| {
-                format!(
-                    "cannot load the index's embedder from {} (pass --embedder DIR if it moved)",
-                    embedder_dir.display()
-                )
-            })?;
+        let embedder = load_index_embedder(&meta, options.embedder.as_deref())?;
         index.check_embedder(embedder.identity())?;
         Searcher::with_embedder(index, embedder, options)
     }
@@ -246,6 +225,25 @@ impl Searcher {
             }
         }
     }
+}
+
+/// Loads the embedder an index was built with (from `override_dir` or the recorded path),
+/// with the recorded settings.
+pub fn load_index_embedder(meta: &IndexMeta, override_dir: Option<&Path>) -> Result<Embedder> {
+    let dir = override_dir.unwrap_or(&meta.embedder_path);
+    let settings = &meta.embedder.settings;
+    let overrides = SettingsOverrides {
+        pooling: Some(settings.pooling),
+        query_prefix: Some(settings.query_prefix.clone()),
+        passage_prefix: Some(settings.passage_prefix.clone()),
+        max_length: Some(settings.max_length),
+    };
+    Embedder::load(dir, &overrides, &Device::Cpu).with_context(|| {
+        format!(
+            "cannot load the index's embedder from {} (pass --embedder DIR if it moved)",
+            dir.display()
+        )
+    })
 }
 
 /// Scores every stored vector against each query (one matrix product) and keeps the best `k`.
