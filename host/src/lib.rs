@@ -4,6 +4,8 @@
 
 pub mod cli;
 pub mod data;
+pub mod grpo;
 pub mod model;
 pub mod plugins;
 pub mod retrieval;
+pub mod rollout;

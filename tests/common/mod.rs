@@ -290,17 +290,19 @@ pub fn tiny_embedder(seed: u64) -> PathBuf {
 /// The shipped http-search component, built once.
 pub fn http_search_wasm() -> &'static PathBuf {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let plugins = discover(&plugins_dir()).expect("discover");
-        let plugin = plugins
-            .iter()
-            .find(|p| p.manifest.name == "http-search")
-            .expect("http-search is shipped");
-        let (info, _) = host()
-            .load(plugin, &BTreeMap::new())
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        info.component
-    })
+    WASM.get_or_init(|| shipped_wasm("http-search"))
+}
+
+/// The component file of a shipped plugin (built on first use).
+pub fn shipped_wasm(name: &str) -> PathBuf {
+    let plugin = shipped()
+        .iter()
+        .find(|p| p.manifest.name == name)
+        .unwrap_or_else(|| panic!("no shipped plugin named {name}"));
+    let (info, _) = host()
+        .load(plugin, &BTreeMap::new())
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    info.component
 }
 
 /// Loads http-search from a temp folder with the given capabilities and config.

@@ -7,6 +7,7 @@ pub mod model;
 pub mod plugins;
 pub mod reward;
 pub mod search;
+pub mod train;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -46,6 +47,8 @@ pub enum Command {
     Search(search::SearchArgs),
     /// Serve an index over HTTP (Search-R1 /retrieve, ReSearch /search and /batch_search).
     Serve(search::ServeArgs),
+    /// Train a policy with GRPO: multi-turn rollouts with search, rewards from the plugins.
+    Train(train::TrainArgs),
 }
 
 /// Where plugins come from and which are active; shared by every subcommand that loads them.
@@ -99,6 +102,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Index(command) => index::run(command),
         Command::Search(args) => search::run_search(args),
         Command::Serve(args) => search::run_serve(args),
+        Command::Train(args) => train::run(args),
     }
 }
 

@@ -42,7 +42,17 @@ pub fn join_contents(title: &str, text: &str) -> String {
 }
 
 /// What to do with a record that cannot be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OnBadRecord {
     /// Stop with an error naming the file and line (the default: nothing is silently lost).

@@ -1,3 +1,4 @@
-//! Input data: passage corpora (and, later, QA datasets), read as streams.
+//! Input data, read as streams where they can be large: passage corpora and QA datasets.
 
 pub mod corpus;
+pub mod qa;

@@ -103,6 +103,8 @@ pub struct Engine<'m> {
     sequences: Vec<Sequence>,
     /// Longest stop sequence, in characters; bounds the tail decoded for matching.
     longest_stop: usize,
+    /// Response tokens (sampled and appended) a sequence may hold; `None`: no limit.
+    response_budget: Option<usize>,
 }
 
 impl<'m> Engine<'m> {
@@ -126,7 +128,14 @@ impl<'m> Engine<'m> {
             rules,
             sequences: Vec::new(),
             longest_stop,
+            response_budget: None,
         }
+    }
+
+    /// Limits every sequence's response (sampled and appended tokens together) to `tokens`:
+    /// a sequence that reaches it finishes with [`Stop::Length`], also when an append fills it.
+    pub fn set_response_budget(&mut self, tokens: usize) {
+        self.response_budget = Some(tokens);
     }
 
     /// Adds `copies` samples of `prompt`, prefilled once. Sample i draws from a generator
@@ -220,6 +229,7 @@ impl<'m> Engine<'m> {
     /// prefilled and a new turn starts after them.
     pub fn append(&mut self, index: usize, tokens: &[u32]) -> Result<()> {
         let policy = self.policy;
+        let budget = self.response_budget;
         let sequence = self.sequence_mut(index)?;
         if !matches!(sequence.state, SeqState::Stopped(_)) {
             bail!(
@@ -241,6 +251,13 @@ impl<'m> Engine<'m> {
         sequence.turn_start = sequence.tokens.len();
         if pending.is_empty() {
             bail!("nothing to append to sequence {index}");
+        }
+        let response_len = sequence.tokens.len() - sequence.prompt_len;
+        if budget.is_some_and(|budget| response_len >= budget) {
+            // Nothing may follow: the appended tokens end the sequence.
+            sequence.next_logits = None;
+            sequence.state = SeqState::Finished(Stop::Length);
+            return Ok(());
         }
         let logits = policy.forward_step(&pending, &mut sequence.cache)?;
         sequence.next_logits = Some(logits.get(pending.len() - 1)?);
@@ -285,7 +302,10 @@ impl<'m> Engine<'m> {
             Some(SeqState::Stopped(Stop::Sequence(sequence_text)))
         } else {
             let sequence = &self.sequences[index];
-            let out_of_room = sequence.tokens.len() >= max_positions;
+            let out_of_room = sequence.tokens.len() >= max_positions
+                || self
+                    .response_budget
+                    .is_some_and(|budget| sequence.tokens.len() - sequence.prompt_len >= budget);
             (sequence.generated >= self.rules.max_new_tokens || out_of_room)
                 .then_some(SeqState::Finished(Stop::Length))
         };

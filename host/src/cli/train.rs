@@ -1,0 +1,374 @@
+//! `host train`: GRPO training with the plugins of a folder.
+
+use crate::data::qa::{QaSet, load_qa};
+use crate::grpo::assets::{EmbeddedAssets, embedded_assets, world_questions};
+use crate::grpo::run_dir::ensure_fresh;
+use crate::grpo::{ReportOptions, RunDir, RunInputs, TrainConfig, Trainer};
+use crate::plugins::{PluginKind, PluginSet, Retriever, Selection};
+use crate::retrieval::search::{SearchMode, SearchOptions, Searcher};
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// `host train`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Without CONFIG the embedded default runs: a fictional world of 88 passages and 208 questions \
+(examples/world/), a tiny random Qwen2-shaped policy and a tiny embedder built on the fly into the \
+cache folder; it finishes in a few minutes on 2 CPU cores. Examples:
+
+  host train --plugins ./plugins
+  host train examples/research.toml --steps 50 --out runs/research
+  host train examples/searchr1.toml --set grpo.kl_coef=0 --set rollout.group_size=8
+  host train --resume runs/research")]
+pub struct TrainArgs {
+    /// Training config (TOML; see examples/research.toml). Without it: the embedded default.
+    #[arg(value_name = "CONFIG")]
+    pub config_file: Option<PathBuf>,
+    /// Folder of plugins [default: the config's plugins.dir, else ./plugins].
+    #[arg(long, value_name = "DIR")]
+    pub plugins: Option<PathBuf>,
+    /// Choose the active plugin of a kind, e.g. `--use reward=searchr1-reward` (repeatable).
+    #[arg(long = "use", value_name = "KIND=NAME")]
+    pub use_plugin: Vec<String>,
+    /// Override a plugin setting, e.g. `--config tag-parser.dialect=searchr1` (repeatable).
+    #[arg(long = "config", value_name = "PLUGIN.KEY=VALUE")]
+    pub plugin_config: Vec<String>,
+    /// Policy model folder (Hugging Face layout).
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Passage index for the host's retriever (`host index build`).
+    #[arg(long, value_name = "DIR")]
+    pub index: Option<PathBuf>,
+    /// Training questions (FlashRAG QA JSONL).
+    #[arg(long, value_name = "FILE")]
+    pub train: Option<PathBuf>,
+    /// Held-out questions for validation (FlashRAG QA JSONL).
+    #[arg(long, value_name = "FILE")]
+    pub validation: Option<PathBuf>,
+    /// Training steps.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Run seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run folder [default: runs/train-<unix time>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Samples per question (G).
+    #[arg(long)]
+    pub group_size: Option<usize>,
+    /// Questions per step.
+    #[arg(long)]
+    pub batch_prompts: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// cpu or cuda.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Any other setting, as SECTION.KEY=VALUE (repeatable), e.g. `--set grpo.kl_coef=0`.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Continue the run in RUN_DIR from its newest checkpoint (its saved config is used;
+    /// only --steps and --quiet may change).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    /// No progress bar: one log line per step.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Cache folder for compiled plugins and the embedded default's assets [default:
+    /// $RESEARCH_HOST_CACHE, else ~/.cache/research-host].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The embedded default's settings: small enough for a few minutes on 2 cores.
+pub fn embedded_default_config() -> TrainConfig {
+    let mut config = TrainConfig::default();
+    config.rollout.group_size = 4;
+    config.rollout.batch_prompts = 4;
+    config.rollout.max_response_tokens = 96;
+    config.rollout.max_obs_tokens = 160;
+    config.rollout.max_turns = 2;
+    config.retrieval.top_k = 2;
+    config.optim.lr = 1e-4;
+    config.run.steps = 6;
+    config.checkpoint.every = 3;
+    config.validation.every = 3;
+    config.validation.limit = 8;
+    config.grpo.micro_batch_sequences = 8;
+    config
+}
+
+/// Runs `host train`.
+pub fn run(args: TrainArgs) -> Result<ExitCode> {
+    let cache_root = args
+        .cache_dir
+        .clone()
+        .or_else(crate::plugins::engine::default_cache_dir);
+    let (config, run_dir, resume) = match &args.resume {
+        Some(run_dir) => (resumed_config(&args, run_dir)?, run_dir.clone(), true),
+        None => {
+            let config = fresh_config(&args)?;
+            let out = config
+                .run
+                .out
+                .clone()
+                .unwrap_or_else(crate::grpo::trainer::default_run_dir);
+            ensure_fresh(&out)?;
+            (config, out, false)
+        }
+    };
+    config.validate()?;
+
+    // Questions first: a bad dataset line is reported before anything is built.
+    let (train, validation) = questions(&config)?;
+    let needs_assets = config.model.path.is_none() || config.retrieval.index.is_none();
+    let assets: Option<EmbeddedAssets> = if needs_assets {
+        let root = cache_root
+            .clone()
+            .context("no cache folder: set RESEARCH_HOST_CACHE or pass --cache-dir")?
+            .join("embedded");
+        eprintln!("preparing the embedded tiny model and index (built once, then cached)…");
+        Some(embedded_assets(&root, config.run.seed)?)
+    } else {
+        None
+    };
+    let model_dir = match (&config.model.path, &assets) {
+        (Some(path), _) => path.clone(),
+        (None, Some(a)) => a.policy.clone(),
+        (None, None) => unreachable!("assets are built when the model is unset"),
+    };
+    let index_dir = match (&config.retrieval.index, &assets) {
+        (Some(path), _) => path.clone(),
+        (None, Some(a)) => a.index.clone(),
+        (None, None) => unreachable!("assets are built when the index is unset"),
+    };
+
+    let options = SearchOptions {
+        mode: SearchMode::from_str(&config.retrieval.mode, true).map_err(|_| {
+            anyhow::anyhow!(
+                "retrieval.mode must be auto, exact, scan or ann, not `{}`",
+                config.retrieval.mode
+            )
+        })?,
+        search_k: config.retrieval.search_k.and_then(NonZeroUsize::new),
+        ..SearchOptions::default()
+    };
+    let searcher = Searcher::open(&index_dir, &options)
+        .with_context(|| format!("cannot open the index {}", index_dir.display()))?;
+    let passages = searcher.index().meta()?.passages;
+    let retriever: Arc<dyn Retriever> = Arc::new(searcher);
+    let selection = selection(&config, &args)?;
+    let plugins = PluginSet::load(
+        &config.plugins.dir,
+        &selection,
+        &PluginKind::ALL,
+        cache_root.map(|c| c.join("components")),
+        Some(retriever),
+    )?;
+
+    eprintln!("research-host train");
+    let what = |path: &Option<PathBuf>, embedded: &str| match path {
+        Some(p) => p.display().to_string(),
+        None => embedded.to_string(),
+    };
+    eprintln!(
+        "  model       {} ({})",
+        what(&config.model.path, "embedded tiny Qwen2 (random weights)"),
+        model_dir.display()
+    );
+    eprintln!(
+        "  index       {} ({passages} passages)",
+        what(&config.retrieval.index, "embedded fictional world")
+    );
+    eprintln!(
+        "  train       {} ({} questions{})",
+        train.origin,
+        train.examples.len(),
+        if train.skipped > 0 {
+            format!(", {} bad lines skipped", train.skipped)
+        } else {
+            String::new()
+        }
+    );
+    eprintln!("  validation  {} questions", validation.len());
+    for info in &plugins.loaded {
+        eprintln!("  {:<11} {}", info.kind.to_string(), info.name);
+    }
+    eprintln!("  run folder  {}", run_dir.display());
+    let text = config.to_toml()?;
+    eprintln!("--- config ---\n{}--------------", text);
+
+    let run = RunDir::create(&run_dir)?;
+    if !resume {
+        crate::grpo::run_dir::write_atomic(&run.config(), text.as_bytes())?;
+    }
+    let inputs = RunInputs {
+        model_dir,
+        plugins,
+        train,
+        validation,
+    };
+    let mut trainer = Trainer::start(config, inputs, run, resume)?;
+    if resume {
+        eprintln!("resuming after step {}", trainer.step());
+    }
+    trainer.run(ReportOptions { quiet: args.quiet })?;
+    eprintln!(
+        "done: {} steps; metrics in {}, checkpoints in {}",
+        trainer.step(),
+        run_dir.join("metrics.jsonl").display(),
+        run_dir.join("checkpoints").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The config of a new run: file or embedded default, then flags and --set.
+fn fresh_config(args: &TrainArgs) -> Result<TrainConfig> {
+    let mut config = match &args.config_file {
+        Some(path) => TrainConfig::load(path)?,
+        None => embedded_default_config(),
+    };
+    if let Some(dir) = &args.plugins {
+        config.plugins.dir = dir.clone();
+    }
+    macro_rules! flag {
+        ($field:expr, $value:expr) => {
+            if let Some(v) = $value.clone() {
+                $field = v;
+            }
+        };
+    }
+    flag!(config.model.path, args.model.clone().map(Some));
+    flag!(config.retrieval.index, args.index.clone().map(Some));
+    flag!(config.data.train, args.train.clone().map(Some));
+    flag!(config.data.validation, args.validation.clone().map(Some));
+    flag!(config.run.steps, args.steps);
+    flag!(config.run.seed, args.seed);
+    flag!(config.run.out, args.out.clone().map(Some));
+    flag!(config.rollout.group_size, args.group_size);
+    flag!(config.rollout.batch_prompts, args.batch_prompts);
+    flag!(config.optim.lr, args.lr);
+    flag!(config.model.device, args.device);
+    for assignment in &args.set {
+        config.set(assignment)?;
+    }
+    // The saved config must work from any folder.
+    let absolute = |p: &mut PathBuf| -> Result<()> {
+        *p = std::path::absolute(&*p)?;
+        Ok(())
+    };
+    absolute(&mut config.plugins.dir)?;
+    for p in [
+        config.model.path.as_mut(),
+        config.retrieval.index.as_mut(),
+        config.data.train.as_mut(),
+        config.data.validation.as_mut(),
+        config.run.out.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        absolute(p)?;
+    }
+    Ok(config)
+}
+
+/// The saved config of a run being resumed; only --steps may change it.
+fn resumed_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainConfig> {
+    let path = run_dir.join("config.toml");
+    if !path.is_file() {
+        bail!(
+            "{} is not a run folder (it has no config.toml)",
+            run_dir.display()
+        );
+    }
+    let changed = args.config_file.is_some()
+        || args.plugins.is_some()
+        || !args.use_plugin.is_empty()
+        || !args.plugin_config.is_empty()
+        || args.model.is_some()
+        || args.index.is_some()
+        || args.train.is_some()
+        || args.validation.is_some()
+        || args.seed.is_some()
+        || args.out.is_some()
+        || args.group_size.is_some()
+        || args.batch_prompts.is_some()
+        || args.lr.is_some()
+        || args.device.is_some()
+        || !args.set.is_empty();
+    if changed {
+        bail!(
+            "--resume continues a run with its saved config ({}); only --steps and --quiet may be given",
+            path.display()
+        );
+    }
+    let mut config = TrainConfig::load(&path)?;
+    if let Some(steps) = args.steps {
+        config.run.steps = steps;
+    }
+    Ok(config)
+}
+
+/// The active plugins: the config's [plugins] tables, then --use / --config.
+fn selection(config: &TrainConfig, args: &TrainArgs) -> Result<Selection> {
+    let mut selection = Selection::default();
+    for (kind, name) in &config.plugins.active {
+        selection.parse_use(&format!("{kind}={name}"))?;
+    }
+    for (plugin, settings) in &config.plugins.config {
+        for (key, value) in settings {
+            let value = match value {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            selection
+                .config
+                .entry(plugin.clone())
+                .or_default()
+                .insert(key.clone(), value);
+        }
+    }
+    for text in &args.use_plugin {
+        selection.parse_use(text)?;
+    }
+    for text in &args.plugin_config {
+        selection.parse_config(text)?;
+    }
+    Ok(selection)
+}
+
+/// Training and validation questions.
+fn questions(config: &TrainConfig) -> Result<(QaSet, Vec<crate::data::qa::QaExample>)> {
+    let d = &config.data;
+    let (mut train, embedded_validation) = match &d.train {
+        Some(path) => (load_qa(path, d.on_bad_record)?, None),
+        None => {
+            let (train, validation) = world_questions()?;
+            (train, Some(validation.examples))
+        }
+    };
+    if let Some(limit) = d.limit {
+        train.examples.truncate(limit);
+    }
+    let validation = match (&d.validation, embedded_validation) {
+        (Some(path), _) => load_qa(path, d.on_bad_record)?.examples,
+        (None, Some(embedded)) => embedded,
+        (None, None) => {
+            let held = d
+                .validation_size
+                .min(train.examples.len().saturating_sub(1));
+            train.examples.split_off(train.examples.len() - held)
+        }
+    };
+    if train.examples.is_empty() {
+        bail!("{} leaves no training questions", train.origin);
+    }
+    Ok((train, validation))
+}

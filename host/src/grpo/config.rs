@@ -1,0 +1,552 @@
+//! The training configuration: one TOML file with every knob, sensible defaults for all of
+//! them, unknown keys refused (with the file, line and column), and `SECTION.KEY=VALUE`
+//! overrides from the command line.
+
+use super::advantages::AdvantageMode;
+use super::loss::LossAggregation;
+use super::optim::{AdamWSettings, ScheduleKind};
+use crate::data::corpus::OnBadRecord;
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Everything a training run needs to know.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub model: ModelSection,
+    pub plugins: PluginsSection,
+    pub retrieval: RetrievalSection,
+    pub data: DataSection,
+    pub rollout: RolloutSection,
+    pub grpo: GrpoSection,
+    pub optim: OptimSection,
+    pub run: RunSection,
+    pub checkpoint: CheckpointSection,
+    pub validation: ValidationSection,
+    pub logging: LoggingSection,
+}
+
+/// The policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    /// Hugging Face model folder; unset: the embedded tiny model built on the fly.
+    pub path: Option<PathBuf>,
+    /// f32 or bf16 (training on CPU wants f32).
+    pub dtype: String,
+    /// cpu or cuda.
+    pub device: String,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        ModelSection {
+            path: None,
+            dtype: "f32".into(),
+            device: "cpu".into(),
+        }
+    }
+}
+
+/// Which plugins run, and their settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsSection {
+    /// Folder of plugins.
+    pub dir: PathBuf,
+    /// Active plugin per kind (reward, prompt, parser, search) by name.
+    pub active: BTreeMap<String, String>,
+    /// Settings per plugin name, over each plugin's own `[config]`.
+    pub config: BTreeMap<String, BTreeMap<String, toml::Value>>,
+}
+
+impl Default for PluginsSection {
+    fn default() -> Self {
+        PluginsSection {
+            dir: PathBuf::from("plugins"),
+            active: BTreeMap::new(),
+            config: BTreeMap::new(),
+        }
+    }
+}
+
+/// The index behind the host's retriever (what `local-search` queries).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrievalSection {
+    /// Index folder (`host index build`); unset: the embedded corpus indexed on the fly.
+    pub index: Option<PathBuf>,
+    /// Passages per search.
+    pub top_k: u32,
+    /// auto, exact, scan or ann.
+    pub mode: String,
+    /// ANN nodes inspected per query (ann mode).
+    pub search_k: Option<usize>,
+}
+
+impl Default for RetrievalSection {
+    fn default() -> Self {
+        RetrievalSection {
+            index: None,
+            top_k: 5,
+            mode: "auto".into(),
+            search_k: None,
+        }
+    }
+}
+
+/// Questions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    /// FlashRAG QA JSONL for training; unset: the embedded question set.
+    pub train: Option<PathBuf>,
+    /// Held-out QA JSONL for validation; unset: the last `validation_size` training questions.
+    pub validation: Option<PathBuf>,
+    /// Questions held out of `train` when there is no validation file.
+    pub validation_size: usize,
+    /// Use only the first N training questions.
+    pub limit: Option<usize>,
+    /// Shuffle the training questions every epoch (seeded).
+    pub shuffle: bool,
+    /// stop or skip on a bad dataset line.
+    pub on_bad_record: OnBadRecord,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        DataSection {
+            train: None,
+            validation: None,
+            validation_size: 16,
+            limit: None,
+            shuffle: true,
+            on_bad_record: OnBadRecord::Stop,
+        }
+    }
+}
+
+/// Rollouts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutSection {
+    /// Samples per question (G).
+    pub group_size: usize,
+    /// Questions per step.
+    pub batch_prompts: usize,
+    /// Response tokens per rollout, observations included.
+    pub max_response_tokens: usize,
+    /// Search turns per rollout.
+    pub max_turns: u32,
+    /// Tokens of one observation (longer ones are cut).
+    pub max_obs_tokens: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    /// 0: off.
+    pub top_k: usize,
+}
+
+impl Default for RolloutSection {
+    fn default() -> Self {
+        RolloutSection {
+            group_size: 5,
+            batch_prompts: 4,
+            max_response_tokens: 512,
+            max_turns: 8,
+            max_obs_tokens: 512,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+        }
+    }
+}
+
+/// The GRPO objective.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpoSection {
+    /// grpo or dr-grpo.
+    pub advantage: AdvantageMode,
+    /// token-mean, seq-mean-token-mean or seq-mean-token-sum-norm (Dr.GRPO).
+    pub loss_aggregation: LossAggregation,
+    pub clip_low: f64,
+    pub clip_high: f64,
+    /// k3 KL to the initial policy; 0 skips the reference model entirely.
+    pub kl_coef: f64,
+    pub entropy_coef: f64,
+    /// Passes over each batch of rollouts.
+    pub ppo_epochs: usize,
+    /// Questions per optimiser step (their G rollouts each); unset: the whole batch.
+    pub mini_batch_prompts: Option<usize>,
+    /// Sequences per forward/backward (gradients accumulate across them).
+    pub micro_batch_sequences: usize,
+    /// Reward given to a rollout whose plugin call failed, for the logged mean only: such
+    /// rollouts are left out of the loss and of their group's statistics.
+    pub error_reward: f64,
+}
+
+impl Default for GrpoSection {
+    fn default() -> Self {
+        GrpoSection {
+            advantage: AdvantageMode::Grpo,
+            loss_aggregation: LossAggregation::TokenMean,
+            clip_low: 0.2,
+            clip_high: 0.2,
+            kl_coef: 0.001,
+            entropy_coef: 0.001,
+            ppo_epochs: 1,
+            mini_batch_prompts: None,
+            micro_batch_sequences: 4,
+            error_reward: 0.0,
+        }
+    }
+}
+
+/// The optimiser.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimSection {
+    pub lr: f64,
+    /// constant or cosine (after warmup).
+    pub schedule: ScheduleKind,
+    /// Share of the optimiser steps spent warming up linearly.
+    pub warmup_ratio: f64,
+    /// Global grad-norm clip (0: off).
+    pub grad_clip: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for OptimSection {
+    fn default() -> Self {
+        let adamw = AdamWSettings::default();
+        OptimSection {
+            lr: 1e-6,
+            schedule: ScheduleKind::Constant,
+            warmup_ratio: 0.0,
+            grad_clip: 1.0,
+            beta1: adamw.beta1,
+            beta2: adamw.beta2,
+            eps: adamw.eps,
+            weight_decay: adamw.weight_decay,
+        }
+    }
+}
+
+impl OptimSection {
+    /// AdamW's settings.
+    pub fn adamw(&self) -> AdamWSettings {
+        AdamWSettings {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+        }
+    }
+}
+
+/// The run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSection {
+    /// Training steps (one batch of questions each).
+    pub steps: u64,
+    /// Seeds data order, sampling and the embedded assets.
+    pub seed: u64,
+    /// Run folder; unset: runs/train-<time>.
+    pub out: Option<PathBuf>,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        RunSection {
+            steps: 20,
+            seed: 0,
+            out: None,
+        }
+    }
+}
+
+/// Checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSection {
+    /// Every N steps (0: only at the end).
+    pub every: u64,
+    /// Checkpoints kept (older ones are deleted).
+    pub keep_last: usize,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        CheckpointSection {
+            every: 10,
+            keep_last: 2,
+        }
+    }
+}
+
+/// Validation with greedy decoding on the held-out questions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationSection {
+    /// Every N steps, and before the first (0: never).
+    pub every: u64,
+    /// Held-out questions used (0: all).
+    pub limit: usize,
+}
+
+impl Default for ValidationSection {
+    fn default() -> Self {
+        ValidationSection {
+            every: 10,
+            limit: 16,
+        }
+    }
+}
+
+/// What goes to the run folder besides metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSection {
+    /// Write every step's trajectories (JSONL).
+    pub trajectories: bool,
+}
+
+impl Default for LoggingSection {
+    fn default() -> Self {
+        LoggingSection { trajectories: true }
+    }
+}
+
+impl TrainConfig {
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<TrainConfig> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))
+    }
+
+    /// Reads a TOML file. Relative paths inside it are taken relative to the file's folder.
+    pub fn load(path: &Path) -> Result<TrainConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the training config {}", path.display()))?;
+        let mut config = TrainConfig::parse(&text, &path.display().to_string())?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Expands a leading `~/` to the home folder and makes relative paths relative to `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let fix = |p: &mut PathBuf| {
+            if let (Ok(rest), Some(home)) = (p.strip_prefix("~"), &home) {
+                *p = home.join(rest);
+            } else if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(p) = self.model.path.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.retrieval.index.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.data.train.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.data.validation.as_mut() {
+            fix(p);
+        }
+        fix(&mut self.plugins.dir);
+    }
+
+    /// Applies `SECTION.KEY=VALUE` (the value in TOML syntax, or a bare string).
+    pub fn set(&mut self, assignment: &str) -> Result<()> {
+        let Some((key, value)) = assignment.split_once('=') else {
+            bail!("`--set {assignment}`: expected SECTION.KEY=VALUE, e.g. grpo.kl_coef=0");
+        };
+        let key = key.trim();
+        let parsed: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+            Ok(mut table) => table
+                .remove("v")
+                .unwrap_or(toml::Value::String(value.into())),
+            Err(_) => toml::Value::String(value.trim().to_string()),
+        };
+        let mut tree = toml::Value::try_from(&*self)?;
+        let mut node = &mut tree;
+        let parts: Vec<&str> = key.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let table = node
+                .as_table_mut()
+                .with_context(|| format!("`--set {key}`: `{part}` is not inside a section"))?;
+            if i + 1 == parts.len() {
+                table.insert(part.to_string(), parsed.clone());
+                break;
+            }
+            node = table
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        }
+        *self = tree
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("`--set {assignment}`: {e}"))?;
+        Ok(())
+    }
+
+    /// Refuses settings that cannot work, naming the key.
+    pub fn validate(&self) -> Result<()> {
+        let r = &self.rollout;
+        let checks: [(bool, &str); 9] = [
+            (r.group_size >= 1, "rollout.group_size must be at least 1"),
+            (
+                r.batch_prompts >= 1,
+                "rollout.batch_prompts must be at least 1",
+            ),
+            (
+                r.max_response_tokens >= 1,
+                "rollout.max_response_tokens must be at least 1",
+            ),
+            (
+                r.temperature >= 0.0 && r.top_p > 0.0 && r.top_p <= 1.0,
+                "rollout.temperature must be ≥ 0 and rollout.top_p in (0, 1]",
+            ),
+            (
+                self.grpo.ppo_epochs >= 1,
+                "grpo.ppo_epochs must be at least 1",
+            ),
+            (
+                self.grpo.micro_batch_sequences >= 1,
+                "grpo.micro_batch_sequences must be at least 1",
+            ),
+            (
+                self.grpo.clip_low >= 0.0 && self.grpo.clip_low < 1.0 && self.grpo.clip_high >= 0.0,
+                "grpo.clip_low must be in [0, 1) and grpo.clip_high ≥ 0",
+            ),
+            (
+                self.optim.lr >= 0.0 && (0.0..1.0).contains(&self.optim.warmup_ratio),
+                "optim.lr must be ≥ 0 and optim.warmup_ratio in [0, 1)",
+            ),
+            (
+                self.grpo
+                    .mini_batch_prompts
+                    .is_none_or(|m| m >= 1 && m <= r.batch_prompts),
+                "grpo.mini_batch_prompts must be between 1 and rollout.batch_prompts",
+            ),
+        ];
+        for (ok, message) in checks {
+            if !ok {
+                bail!("{message}");
+            }
+        }
+        if !["f32", "bf16"].contains(&self.model.dtype.as_str()) {
+            bail!(
+                "model.dtype must be f32 or bf16, not `{}`",
+                self.model.dtype
+            );
+        }
+        Ok(())
+    }
+
+    /// The config as TOML text.
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let config = TrainConfig::default();
+        let text = config.to_toml().unwrap();
+        assert_eq!(TrainConfig::parse(&text, "t").unwrap(), config);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_place() {
+        let error = TrainConfig::parse("[grpo]\nkl_coeff = 0.1\n", "my.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("my.toml") && error.contains("kl_coeff"),
+            "{error}"
+        );
+        assert!(error.contains("line 2"), "{error}");
+    }
+
+    #[test]
+    fn overrides_set_typed_values() {
+        let mut config = TrainConfig::default();
+        config.set("grpo.kl_coef=0").unwrap();
+        config.set("rollout.group_size=3").unwrap();
+        config
+            .set("grpo.loss_aggregation=seq-mean-token-mean")
+            .unwrap();
+        config
+            .set("plugins.config.tag-parser.dialect=searchr1")
+            .unwrap();
+        assert_eq!(config.grpo.kl_coef, 0.0);
+        assert_eq!(config.rollout.group_size, 3);
+        assert_eq!(
+            config.grpo.loss_aggregation,
+            LossAggregation::SeqMeanTokenMean
+        );
+        assert_eq!(
+            config.plugins.config["tag-parser"]["dialect"],
+            toml::Value::String("searchr1".into())
+        );
+        assert!(config.set("grpo.nope=1").is_err());
+        assert!(config.set("rollout.group_size=many").is_err());
+        assert!(config.set("no-equals").is_err());
+    }
+
+    #[test]
+    fn shipped_example_configs_are_valid() {
+        for (name, text) in [
+            (
+                "research.toml",
+                include_str!("../../../examples/research.toml"),
+            ),
+            (
+                "searchr1.toml",
+                include_str!("../../../examples/searchr1.toml"),
+            ),
+        ] {
+            let config = TrainConfig::parse(text, name).unwrap();
+            config.validate().unwrap();
+            assert!(config.model.path.is_some() && config.retrieval.index.is_some());
+        }
+        let research =
+            TrainConfig::parse(include_str!("../../../examples/research.toml"), "r").unwrap();
+        assert_eq!(research.rollout.group_size, 5);
+        assert_eq!(research.plugins.active["reward"], "research-reward");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut config = TrainConfig::default();
+        config.rollout.group_size = 0;
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("rollout.group_size")
+        );
+        let mut config = TrainConfig::default();
+        config.model.dtype = "f8".into();
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("model.dtype")
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! The run folder: resolved config, metrics JSONL, trajectories per step, and checkpoints
+//! (policy in HF layout, optimiser state, trainer state) written atomically, the last K kept.
+//!
+//! ```text
+//! RUN/config.toml                 the resolved configuration
+//! RUN/metrics.jsonl               one JSON object per step (and per validation)
+//! RUN/trajectories/step-000001.jsonl
+//! RUN/checkpoints/step-000010/{model/, optimizer.safetensors, state.json}
+//! ```
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Paths inside a run folder.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+/// What a checkpoint records besides weights and optimiser moments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Training steps completed.
+    pub step: u64,
+    /// Questions consumed (the data cursor).
+    pub data_cursor: u64,
+    /// Optimiser updates taken.
+    pub optimizer_steps: u64,
+    /// The run seed; every random draw derives from (seed, step, question).
+    pub seed: u64,
+}
+
+impl RunDir {
+    /// Creates the folder layout (idempotent).
+    pub fn create(root: &Path) -> Result<RunDir> {
+        for sub in ["", "trajectories", "checkpoints"] {
+            let dir = root.join(sub);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        Ok(RunDir {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+
+    /// The trajectories file of a step (`name` is `step` or `validation`).
+    pub fn trajectories(&self, name: &str, step: u64) -> PathBuf {
+        self.root
+            .join("trajectories")
+            .join(format!("{name}-{step:06}.jsonl"))
+    }
+
+    /// The folder of the checkpoint after `step`.
+    pub fn checkpoint(&self, step: u64) -> PathBuf {
+        self.checkpoints().join(format!("step-{step:06}"))
+    }
+
+    /// Appends one JSON line to the metrics file (flushed, so a kill loses at most the line
+    /// being written).
+    pub fn append_metrics(&self, value: &serde_json::Value) -> Result<()> {
+        let path = self.metrics();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        writeln!(file, "{value}").with_context(|| format!("cannot write {}", path.display()))?;
+        file.flush()?;
+        Ok(())
+    }
+
+    /// Writes JSON lines to `path` atomically.
+    pub fn write_jsonl<T: Serialize>(&self, path: &Path, rows: &[T]) -> Result<()> {
+        let mut text = String::new();
+        for row in rows {
+            text.push_str(&serde_json::to_string(row)?);
+            text.push('\n');
+        }
+        write_atomic(path, text.as_bytes())
+    }
+
+    /// Completed checkpoints, oldest first, as (step, folder).
+    pub fn list_checkpoints(&self) -> Result<Vec<(u64, PathBuf)>> {
+        let mut found = Vec::new();
+        let dir = self.checkpoints();
+        if !dir.is_dir() {
+            return Ok(found);
+        }
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Some(step) = name
+                .strip_prefix("step-")
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if entry.path().join("state.json").is_file() {
+                found.push((step, entry.path()));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// Reads a checkpoint's trainer state.
+    pub fn read_state(checkpoint: &Path) -> Result<TrainerState> {
+        let path = checkpoint.join("state.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("invalid {}", path.display()))
+    }
+
+    /// Publishes a fully written checkpoint folder `staged` as the checkpoint of `step` (one
+    /// rename), then deletes all but the newest `keep_last`.
+    pub fn publish_checkpoint(&self, staged: &Path, step: u64, keep_last: usize) -> Result<()> {
+        let target = self.checkpoint(step);
+        if target.exists() {
+            std::fs::remove_dir_all(&target)
+                .with_context(|| format!("cannot replace {}", target.display()))?;
+        }
+        std::fs::rename(staged, &target)
+            .with_context(|| format!("cannot move the checkpoint to {}", target.display()))?;
+        let all = self.list_checkpoints()?;
+        let keep = keep_last.max(1);
+        if all.len() > keep {
+            for (_, old) in &all[..all.len() - keep] {
+                std::fs::remove_dir_all(old).ok();
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes half-written checkpoints left by a killed run.
+    pub fn clear_partial(&self) -> Result<()> {
+        for entry in std::fs::read_dir(self.checkpoints())? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(".partial-") {
+                std::fs::remove_dir_all(entry.path()).ok();
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps only the metrics lines of steps ≤ `step` (what a resumed run continues from).
+    pub fn truncate_metrics(&self, step: u64) -> Result<()> {
+        let path = self.metrics();
+        if !path.is_file() {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(&path)?;
+        let mut kept = String::new();
+        for line in text.lines() {
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if value
+                .get("step")
+                .and_then(|s| s.as_u64())
+                .is_some_and(|s| s <= step)
+            {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        write_atomic(&path, kept.as_bytes())
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(parent)
+        .with_context(|| format!("cannot write in {}", parent.display()))?;
+    temp.write_all(bytes)?;
+    temp.persist(path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), e.error))?;
+    Ok(())
+}
+
+/// Refuses to start a fresh run in a folder that already holds one.
+pub fn ensure_fresh(root: &Path) -> Result<()> {
+    if root.join("metrics.jsonl").exists() || root.join("config.toml").exists() {
+        bail!(
+            "{} already holds a run; continue it with `--resume {}` or choose another --out",
+            root.display(),
+            root.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_are_listed_pruned_and_metrics_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path()).unwrap();
+        for step in [2, 4, 6] {
+            let staged = run.checkpoints().join(format!(".partial-step-{step}"));
+            std::fs::create_dir_all(&staged).unwrap();
+            std::fs::write(staged.join("state.json"), "{}").unwrap();
+            run.publish_checkpoint(&staged, step, 2).unwrap();
+        }
+        let steps: Vec<u64> = run
+            .list_checkpoints()
+            .unwrap()
+            .iter()
+            .map(|c| c.0)
+            .collect();
+        assert_eq!(steps, vec![4, 6]);
+        // A half-written one is not listed and is cleared.
+        std::fs::create_dir_all(run.checkpoints().join(".partial-step-8")).unwrap();
+        assert_eq!(run.list_checkpoints().unwrap().len(), 2);
+        run.clear_partial().unwrap();
+        assert!(!run.checkpoints().join(".partial-step-8").exists());
+
+        for step in 0..5u64 {
+            run.append_metrics(&serde_json::json!({"step": step}))
+                .unwrap();
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(run.metrics())
+            .unwrap()
+            .write_all(b"{\"step\": 5, \"cut")
+            .unwrap();
+        run.truncate_metrics(3).unwrap();
+        let text = std::fs::read_to_string(run.metrics()).unwrap();
+        assert_eq!(text.lines().count(), 4);
+        ensure_fresh(dir.path()).unwrap_err();
+    }
+}

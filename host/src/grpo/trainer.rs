@@ -1,0 +1,876 @@
+//! The GRPO training loop: sample a batch of questions, roll out G samples each, score them,
+//! turn rewards into group advantages, take old (and reference) log-probs, then for each of
+//! `ppo_epochs` passes and each mini-batch accumulate the loss gradient over micro-batches,
+//! clip it and take an AdamW step. Metrics, trajectories and checkpoints go to the run folder.
+//!
+//! Every random draw derives from (seed, step, question), the data order from (seed, epoch),
+//! and checkpoints hold the exact weights and optimiser moments, so a resumed run continues
+//! exactly as the uninterrupted one would have.
+
+use super::advantages::group_advantages;
+use super::config::TrainConfig;
+use super::loss::{LossInputs, LossScale, LossSettings, LossStats, policy_loss};
+use super::optim::{AdamW, LrSchedule, clip_grad_norm};
+use super::run_dir::{RunDir, TrainerState};
+use crate::data::qa::{QaExample, QaSet};
+use crate::model::{LoadedModel, PaddedBatch, Policy, SamplingParams, load_model, save_checkpoint};
+use crate::plugins::{Finish, PluginSet, Rendered, RewardSample};
+use crate::rollout::{
+    PromptInput, RolloutPlugins, RolloutSettings, RolloutTimes, Trajectory, run_rollouts,
+};
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device, Tensor, Var};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What a run trains on, resolved from the config (or the embedded default).
+pub struct RunInputs {
+    /// The initial policy's folder (also the tokenizer files of every checkpoint).
+    pub model_dir: PathBuf,
+    pub plugins: PluginSet,
+    pub train: QaSet,
+    pub validation: Vec<QaExample>,
+}
+
+/// How the loop reports.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReportOptions {
+    /// No progress bar: one log line per step.
+    pub quiet: bool,
+}
+
+/// A training run in progress.
+pub struct Trainer {
+    config: TrainConfig,
+    run: RunDir,
+    inputs: RunInputs,
+    model: LoadedModel,
+    reference: Option<Policy>,
+    stop_sequences: Vec<String>,
+    params: BTreeMap<String, Var>,
+    optimizer: AdamW,
+    schedule: LrSchedule,
+    step: u64,
+    plugin_errors_total: u64,
+}
+
+/// One micro-batch of the update, prepared before the first optimiser step.
+struct MicroBatch {
+    batch: PaddedBatch,
+    mask: Vec<Vec<f32>>,
+    advantages: Vec<f32>,
+    /// Log-probs under the sampling weights (filled on first use for the first mini-batch).
+    old: Option<Tensor>,
+    reference: Option<Tensor>,
+}
+
+/// Seconds per part of a step.
+#[derive(Debug, Clone, Copy, Default)]
+struct StepTimes {
+    rollout: RolloutTimes,
+    reward: f64,
+    forward_backward: f64,
+    optimizer: f64,
+}
+
+fn device_of(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot use cuda ({e}); this host may be built without the `cuda` feature"
+            )
+        }),
+        other => bail!("model.device must be cpu or cuda, not `{other}`"),
+    }
+}
+
+fn dtype_of(name: &str) -> DType {
+    if name == "bf16" {
+        DType::BF16
+    } else {
+        DType::F32
+    }
+}
+
+/// Derives a seed from the run seed and two counters (splitmix64 over the mix).
+pub fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z =
+        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Trainer {
+    /// Starts a run in `run`: fresh, or from its newest checkpoint when `resume` (a run folder
+    /// without a checkpoint starts over).
+    pub fn start(
+        config: TrainConfig,
+        inputs: RunInputs,
+        run: RunDir,
+        resume: bool,
+    ) -> Result<Trainer> {
+        config.validate()?;
+        let device = device_of(&config.model.device)?;
+        let dtype = dtype_of(&config.model.dtype);
+        let mut checkpoint = None;
+        if resume {
+            run.clear_partial()?;
+            checkpoint = run.list_checkpoints()?.pop();
+        }
+        let (model, state) = match &checkpoint {
+            Some((_, dir)) => {
+                let state = RunDir::read_state(dir)?;
+                let model = load_model(&dir.join("model"), dtype, &device)
+                    .with_context(|| format!("cannot load the checkpoint {}", dir.display()))?;
+                (model, Some(state))
+            }
+            None => (load_model(&inputs.model_dir, dtype, &device)?, None),
+        };
+        if let Some(state) = &state
+            && state.seed != config.run.seed
+        {
+            bail!(
+                "the checkpoint was made with seed {} but the config says {}",
+                state.seed,
+                config.run.seed
+            );
+        }
+        let reference = if config.grpo.kl_coef != 0.0 {
+            Some(load_model(&inputs.model_dir, dtype, &device)?.policy)
+        } else {
+            None
+        };
+        let params: BTreeMap<String, Var> = {
+            let data = model
+                .policy
+                .vars()
+                .data()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let optimizer = match &checkpoint {
+            Some((_, dir)) => AdamW::load(
+                config.optim.adamw(),
+                &dir.join("optimizer.safetensors"),
+                &params,
+            )?,
+            None => AdamW::new(config.optim.adamw()),
+        };
+        let updates_per_step = config.grpo.ppo_epochs as u64 * mini_batches(&config) as u64;
+        let total_updates = config.run.steps * updates_per_step;
+        let schedule = LrSchedule {
+            base: config.optim.lr,
+            warmup_steps: (config.optim.warmup_ratio * total_updates as f64).round() as u64,
+            total_steps: total_updates,
+            kind: config.optim.schedule,
+        };
+        let parser = inputs
+            .plugins
+            .parser
+            .as_ref()
+            .context("no parser plugin loaded")?;
+        let stop_sequences = parser.stop_sequences()?;
+        let step = state.as_ref().map_or(0, |s| s.step);
+        if resume {
+            match &checkpoint {
+                Some(_) => run.truncate_metrics(step)?,
+                // Killed before its first checkpoint: the run starts over.
+                None => {
+                    let metrics = run.metrics();
+                    if metrics.exists() {
+                        std::fs::remove_file(&metrics)
+                            .with_context(|| format!("cannot reset {}", metrics.display()))?;
+                    }
+                }
+            }
+        }
+        Ok(Trainer {
+            config,
+            run,
+            inputs,
+            model,
+            reference,
+            stop_sequences,
+            params,
+            optimizer,
+            schedule,
+            step,
+            plugin_errors_total: 0,
+        })
+    }
+
+    /// Steps completed so far.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// The policy being trained.
+    pub fn policy(&self) -> &Policy {
+        &self.model.policy
+    }
+
+    /// Runs until `run.steps`, with validation and checkpoints as configured.
+    pub fn run(&mut self, report: ReportOptions) -> Result<()> {
+        let total = self.config.run.steps;
+        let bar = progress_bar(total, self.step, report.quiet);
+        let every_val = self.config.validation.every;
+        if self.step == 0 && every_val > 0 && !self.inputs.validation.is_empty() {
+            let metrics = self.validate()?;
+            self.run.append_metrics(&metrics)?;
+            log_line(
+                &bar,
+                &format!("step 0: validation {}", brief_validation(&metrics)),
+            );
+        }
+        while self.step < total {
+            let mut metrics = self.train_step()?;
+            let step = self.step;
+            let last = step == total;
+            if every_val > 0
+                && (step.is_multiple_of(every_val) || last)
+                && !self.inputs.validation.is_empty()
+            {
+                let validation = self.validate()?;
+                if let (Some(m), Some(v)) = (metrics.as_object_mut(), validation.as_object()) {
+                    for (k, v) in v {
+                        if k != "step" {
+                            m.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            self.run.append_metrics(&metrics)?;
+            let every_ckpt = self.config.checkpoint.every;
+            if last || (every_ckpt > 0 && step.is_multiple_of(every_ckpt)) {
+                self.save_checkpoint()?;
+            }
+            let line = brief_step(&metrics, total);
+            bar.set_position(step);
+            bar.set_message(format!(
+                "reward {:.3}",
+                metrics["reward_mean"].as_f64().unwrap_or(0.0)
+            ));
+            if report.quiet || bar.is_hidden() {
+                eprintln!("{line}");
+            }
+        }
+        bar.finish_and_clear();
+        Ok(())
+    }
+
+    /// Questions of training step `step` (1-based): the data cursor walks a fresh seeded
+    /// permutation every epoch.
+    fn batch_examples(&self, step: u64) -> Vec<usize> {
+        let n = self.inputs.train.examples.len();
+        let batch = self.config.rollout.batch_prompts;
+        let start = (step - 1) * batch as u64;
+        let mut order_epoch = u64::MAX;
+        let mut order: Vec<usize> = Vec::new();
+        (0..batch as u64)
+            .map(|k| {
+                let global = start + k;
+                let epoch = global / n as u64;
+                if epoch != order_epoch {
+                    order = (0..n).collect();
+                    if self.config.data.shuffle {
+                        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(
+                            self.config.run.seed,
+                            0xDA7A,
+                            epoch,
+                        ));
+                        order.shuffle(&mut rng);
+                    }
+                    order_epoch = epoch;
+                }
+                order[(global % n as u64) as usize]
+            })
+            .collect()
+    }
+
+    /// Renders and tokenises the prompt of a question.
+    fn render(&self, example: &QaExample) -> Result<(String, Vec<u32>), String> {
+        let prompt = self
+            .inputs
+            .plugins
+            .prompt
+            .as_ref()
+            .ok_or("no prompt plugin loaded")?;
+        let text = match prompt
+            .render(&example.question)
+            .map_err(|e| e.to_string())?
+        {
+            Rendered::Text(text) => text,
+            Rendered::Chat(messages) => self
+                .model
+                .tokenizer
+                .apply_chat_template(&messages, true)
+                .map_err(|e| format!("{e:#}"))?,
+        };
+        let ids = self
+            .model
+            .tokenizer
+            .encode(&text)
+            .map_err(|e| format!("{e:#}"))?;
+        if ids.is_empty() {
+            return Err("the rendered prompt has no tokens".into());
+        }
+        Ok((text, ids))
+    }
+
+    fn rollout_plugins(&self) -> Result<RolloutPlugins<'_>> {
+        Ok(RolloutPlugins {
+            parser: self
+                .inputs
+                .plugins
+                .parser
+                .as_ref()
+                .context("no parser plugin")?,
+            search: self
+                .inputs
+                .plugins
+                .search
+                .as_ref()
+                .context("no search plugin")?,
+            stop_sequences: self.stop_sequences.clone(),
+        })
+    }
+
+    /// Rolls out and scores `examples` (indices into `set`).
+    fn rollouts(
+        &self,
+        set: &[QaExample],
+        examples: &[usize],
+        settings: &RolloutSettings,
+        seed_step: u64,
+        times: &mut StepTimes,
+        errors: &mut Vec<String>,
+    ) -> Result<Vec<Trajectory>> {
+        let mut prompts = Vec::new();
+        for &example in examples {
+            let qa = &set[example];
+            let started = Instant::now();
+            let rendered = self.render(qa);
+            times.rollout.plugins += started.elapsed().as_secs_f64();
+            match rendered {
+                Ok((text, ids)) => prompts.push(PromptInput {
+                    example,
+                    id: qa.id.clone(),
+                    question: qa.question.clone(),
+                    golden_answers: qa.golden_answers.clone(),
+                    text,
+                    ids,
+                    seed: derive_seed(self.config.run.seed, seed_step, example as u64),
+                }),
+                Err(error) => errors.push(format!("question {}: prompt: {error}", qa.id)),
+            }
+        }
+        if prompts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let plugins = self.rollout_plugins()?;
+        let mut trajectories = run_rollouts(
+            &self.model.policy,
+            &self.model.tokenizer,
+            &plugins,
+            &prompts,
+            settings,
+            &mut times.rollout,
+        )?;
+        let reward = self.inputs.plugins.reward()?;
+        let started = Instant::now();
+        for t in &mut trajectories {
+            if let Some(error) = &t.error {
+                errors.push(format!("question {} sample {}: {error}", t.id, t.sample));
+                continue;
+            }
+            let finish: Finish = t.finish.parse().unwrap_or(Finish::Length);
+            let sample = RewardSample {
+                question: t.question.clone(),
+                golden_answers: t.golden_answers.clone(),
+                response: t.response_text.clone(),
+                finish,
+                num_searches: t.queries.len() as u32,
+                metadata: set[t.example].metadata.clone(),
+            };
+            match reward.score(&sample) {
+                Ok(score) => {
+                    t.reward = Some(score.total);
+                    t.components = score.components;
+                }
+                Err(error) => {
+                    errors.push(format!("question {} sample {}: {error}", t.id, t.sample));
+                    t.error = Some(error.to_string());
+                    t.finish = "error".into();
+                }
+            }
+        }
+        times.reward += started.elapsed().as_secs_f64();
+        Ok(trajectories)
+    }
+
+    fn rollout_settings(&self, greedy: bool) -> RolloutSettings {
+        let r = &self.config.rollout;
+        RolloutSettings {
+            group_size: if greedy { 1 } else { r.group_size },
+            sampling: SamplingParams {
+                temperature: r.temperature,
+                top_p: r.top_p,
+                top_k: r.top_k,
+                greedy: greedy || r.temperature == 0.0,
+            },
+            max_response_tokens: r.max_response_tokens,
+            max_turns: r.max_turns,
+            max_obs_tokens: r.max_obs_tokens,
+            top_k: self.config.retrieval.top_k,
+        }
+    }
+
+    /// One training step; returns its metrics.
+    pub fn train_step(&mut self) -> Result<Value> {
+        let started = Instant::now();
+        let step = self.step + 1;
+        let examples = self.batch_examples(step);
+        let mut times = StepTimes::default();
+        let mut errors = Vec::new();
+        let settings = self.rollout_settings(false);
+        let mut trajectories = self.rollouts(
+            &self.inputs.train.examples,
+            &examples,
+            &settings,
+            step,
+            &mut times,
+            &mut errors,
+        )?;
+        // Advantages per group (consecutive samples of one question).
+        for group in trajectories.chunk_by_mut(|a, b| a.example == b.example) {
+            let rewards: Vec<Option<f64>> = group
+                .iter()
+                .map(|t| if t.error.is_some() { None } else { t.reward })
+                .collect();
+            let advantages = group_advantages(&rewards, self.config.grpo.advantage);
+            for (t, a) in group.iter_mut().zip(advantages) {
+                t.advantage = a;
+            }
+        }
+        for error in &errors {
+            tracing::warn!("step {step}: plugin error (rollout left out of the loss): {error}");
+        }
+        self.plugin_errors_total += errors.len() as u64;
+
+        let (stats, grad_norm, max_ratio_dev, lr) = self.update(&trajectories, &mut times)?;
+        self.step = step;
+        if self.config.logging.trajectories {
+            self.run
+                .write_jsonl(&self.run.trajectories("step", step), &trajectories)?;
+        }
+        let total = started.elapsed().as_secs_f64();
+        Ok(self.step_metrics(
+            step,
+            &trajectories,
+            &stats,
+            grad_norm,
+            max_ratio_dev,
+            lr,
+            errors.len(),
+            &times,
+            total,
+        ))
+    }
+
+    /// The policy update on one step's trajectories: returns the loss sums, the last grad
+    /// norm, the largest |ratio − 1| seen and the last learning rate.
+    fn update(
+        &mut self,
+        trajectories: &[Trajectory],
+        times: &mut StepTimes,
+    ) -> Result<(LossStats, f64, f64, f64)> {
+        let started = Instant::now();
+        let g = &self.config.grpo;
+        let settings = LossSettings {
+            clip_low: g.clip_low,
+            clip_high: g.clip_high,
+            kl_coef: g.kl_coef,
+            entropy_coef: g.entropy_coef,
+            aggregation: g.loss_aggregation,
+        };
+        // Mini-batches of whole groups; within them, micro-batches of kept sequences.
+        let per_mini = g
+            .mini_batch_prompts
+            .unwrap_or(self.config.rollout.batch_prompts);
+        let groups: Vec<&[Trajectory]> = trajectories
+            .chunk_by(|a, b| a.example == b.example)
+            .collect();
+        let mut minis: Vec<Vec<Vec<&Trajectory>>> = Vec::new();
+        for chunk in groups.chunks(per_mini.max(1)) {
+            let kept: Vec<&Trajectory> = chunk
+                .iter()
+                .flat_map(|group| group.iter())
+                .filter(|t| t.error.is_none() && t.generated_tokens() > 0)
+                .collect();
+            if kept.is_empty() {
+                continue;
+            }
+            minis.push(
+                kept.chunks(g.micro_batch_sequences)
+                    .map(|c| c.to_vec())
+                    .collect(),
+            );
+        }
+        let pad = self.model.tokenizer.eos_ids().first().copied().unwrap_or(0);
+        let device = self.model.policy.device().clone();
+        // Old log-probs come from the weights that sampled the rollouts. The first
+        // mini-batch is scored before any update of this step, so its old log-probs are its
+        // first forward's, detached (exactly: the ratio is 1 there); the others are computed
+        // now, before the first update. Reference log-probs (k3 KL) likewise, up front.
+        let mut prepared: Vec<Vec<MicroBatch>> = Vec::new();
+        for (m, mini) in minis.iter().enumerate() {
+            let mut micro_batches = Vec::new();
+            for micro in mini {
+                let sequences: Vec<Vec<u32>> = micro.iter().map(|t| t.full_ids()).collect();
+                let batch = PaddedBatch::new(&sequences, pad, &device)?;
+                let width = batch.ids.dim(1)? - 1;
+                let mask: Vec<Vec<f32>> = micro
+                    .iter()
+                    .map(|t| {
+                        let mut m = t.logprob_mask();
+                        m.resize(width, 0.0);
+                        m
+                    })
+                    .collect();
+                let advantages: Vec<f32> = micro.iter().map(|t| t.advantage as f32).collect();
+                let old = if m == 0 {
+                    None
+                } else {
+                    Some(self.model.policy.token_stats(&batch)?.logprobs.detach())
+                };
+                let reference = match &self.reference {
+                    Some(reference) => Some(reference.token_stats(&batch)?.logprobs.detach()),
+                    None => None,
+                };
+                micro_batches.push(MicroBatch {
+                    batch,
+                    mask,
+                    advantages,
+                    old,
+                    reference,
+                });
+            }
+            prepared.push(micro_batches);
+        }
+        times.forward_backward += started.elapsed().as_secs_f64();
+
+        let mut stats = LossStats::default();
+        let mut grad_norm = 0.0;
+        let mut max_ratio_dev = 0.0f64;
+        let mut lr = self.schedule.at(self.optimizer.steps_taken());
+        for _epoch in 0..self.config.grpo.ppo_epochs {
+            for micro_batches in &mut prepared {
+                let started = Instant::now();
+                let scale = LossScale {
+                    tokens: micro_batches
+                        .iter()
+                        .map(|m| m.mask.iter().flatten().sum::<f32>() as usize)
+                        .sum(),
+                    sequences: micro_batches.iter().map(|m| m.mask.len()).sum(),
+                    max_response_tokens: self.config.rollout.max_response_tokens,
+                };
+                let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
+                for micro in micro_batches.iter_mut() {
+                    let current = self.model.policy.token_stats(&micro.batch)?;
+                    let old = micro
+                        .old
+                        .get_or_insert_with(|| current.logprobs.detach())
+                        .clone();
+                    let inputs = LossInputs {
+                        logprobs: &current.logprobs,
+                        entropy: &current.entropy,
+                        old_logprobs: &old,
+                        ref_logprobs: micro.reference.as_ref(),
+                        mask: &micro.mask,
+                        advantages: &micro.advantages,
+                    };
+                    let (loss, micro_stats) = policy_loss(&inputs, &settings, &scale)?;
+                    max_ratio_dev =
+                        max_ratio_dev.max(max_deviation(&current.logprobs, &old, &micro.mask)?);
+                    stats.add(&micro_stats);
+                    let store = loss.backward()?;
+                    for (name, var) in &self.params {
+                        if let Some(grad) = store.get(var.as_tensor()) {
+                            let sum = match grads.remove(name) {
+                                Some(acc) => (acc + grad)?,
+                                None => grad.clone(),
+                            };
+                            grads.insert(name.clone(), sum);
+                        }
+                    }
+                }
+                grad_norm = clip_grad_norm(&mut grads, self.config.optim.grad_clip)?;
+                times.forward_backward += started.elapsed().as_secs_f64();
+                let started = Instant::now();
+                lr = self.schedule.at(self.optimizer.steps_taken());
+                if grad_norm.is_finite() {
+                    self.optimizer.step(&self.params, &grads, lr)?;
+                } else {
+                    tracing::warn!("skipping an update: the gradient norm is {grad_norm}");
+                }
+                times.optimizer += started.elapsed().as_secs_f64();
+            }
+        }
+        Ok((stats, grad_norm, max_ratio_dev, lr))
+    }
+
+    /// Greedy rollouts on the held-out questions: EM, F1, mean reward.
+    pub fn validate(&mut self) -> Result<Value> {
+        let limit = match self.config.validation.limit {
+            0 => self.inputs.validation.len(),
+            n => n.min(self.inputs.validation.len()),
+        };
+        let settings = self.rollout_settings(true);
+        let mut times = StepTimes::default();
+        let mut errors = Vec::new();
+        let mut all = Vec::new();
+        let chunk = (self.config.rollout.batch_prompts * self.config.rollout.group_size).max(1);
+        let indices: Vec<usize> = (0..limit).collect();
+        let set = self.inputs.validation.clone();
+        for part in indices.chunks(chunk) {
+            let mut t = self.rollouts(&set, part, &settings, u64::MAX, &mut times, &mut errors)?;
+            all.append(&mut t);
+        }
+        if self.config.logging.trajectories {
+            self.run
+                .write_jsonl(&self.run.trajectories("validation", self.step), &all)?;
+        }
+        let n = all.len().max(1) as f64;
+        let (mut em, mut f1, mut reward, mut searches) = (0.0, 0.0, 0.0, 0.0);
+        for t in &all {
+            let answer = t.answer.clone().unwrap_or_default();
+            em += qa_scoring::metrics::exact_match(&answer, &t.golden_answers);
+            f1 += qa_scoring::metrics::f1(&answer, &t.golden_answers);
+            reward += t.reward.unwrap_or(self.config.grpo.error_reward);
+            searches += t.queries.len() as f64;
+        }
+        Ok(json!({
+            "step": self.step,
+            "val_questions": all.len(),
+            "val_em": em / n,
+            "val_f1": f1 / n,
+            "val_reward": reward / n,
+            "val_searches": searches / n,
+            "val_plugin_errors": errors.len(),
+        }))
+    }
+
+    /// Writes a checkpoint of the current step (atomic; the last K kept).
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        let staged = self
+            .run
+            .checkpoints()
+            .join(format!(".partial-step-{:06}", self.step));
+        if staged.exists() {
+            std::fs::remove_dir_all(&staged)?;
+        }
+        std::fs::create_dir_all(&staged)?;
+        save_checkpoint(
+            &self.model.policy,
+            &self.inputs.model_dir,
+            &staged.join("model"),
+        )?;
+        self.optimizer.save(&staged.join("optimizer.safetensors"))?;
+        let state = TrainerState {
+            step: self.step,
+            data_cursor: self.step * self.config.rollout.batch_prompts as u64,
+            optimizer_steps: self.optimizer.steps_taken(),
+            seed: self.config.run.seed,
+        };
+        std::fs::write(
+            staged.join("state.json"),
+            serde_json::to_string_pretty(&state)?,
+        )?;
+        self.run
+            .publish_checkpoint(&staged, self.step, self.config.checkpoint.keep_last)?;
+        Ok(self.run.checkpoint(self.step))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn step_metrics(
+        &self,
+        step: u64,
+        trajectories: &[Trajectory],
+        stats: &LossStats,
+        grad_norm: f64,
+        max_ratio_dev: f64,
+        lr: f64,
+        plugin_errors: usize,
+        times: &StepTimes,
+        total: f64,
+    ) -> Value {
+        let n = trajectories.len().max(1) as f64;
+        let rewards: Vec<f64> = trajectories
+            .iter()
+            .map(|t| t.reward.unwrap_or(self.config.grpo.error_reward))
+            .collect();
+        let mean = rewards.iter().sum::<f64>() / n;
+        let std = (rewards.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let mut components: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        for t in trajectories {
+            for (name, value) in &t.components {
+                let entry = components.entry(name.clone()).or_default();
+                entry.0 += value;
+                entry.1 += 1.0;
+            }
+        }
+        let components: serde_json::Map<String, Value> = components
+            .into_iter()
+            .map(|(k, (sum, count))| (k, json!(sum / count)))
+            .collect();
+        let mut finishes: BTreeMap<String, u64> = BTreeMap::new();
+        for t in trajectories {
+            let key = if t.finish.starts_with("stop:") {
+                "stop".to_string()
+            } else {
+                t.finish.clone()
+            };
+            *finishes.entry(key).or_default() += 1;
+        }
+        let response_tokens: usize = trajectories.iter().map(|t| t.response_ids.len()).sum();
+        let generated: usize = trajectories.iter().map(Trajectory::generated_tokens).sum();
+        let searches: usize = trajectories.iter().map(|t| t.queries.len()).sum();
+        let epoch = (step * self.config.rollout.batch_prompts as u64) as f64
+            / self.inputs.train.examples.len().max(1) as f64;
+        json!({
+            "step": step,
+            "epoch": epoch,
+            "lr": lr,
+            "reward_mean": mean,
+            "reward_std": std,
+            "reward_components": components,
+            "response_length": response_tokens as f64 / n,
+            "generated_tokens": generated as f64 / n,
+            "searches_per_rollout": searches as f64 / n,
+            "finish": finishes,
+            "plugin_errors": plugin_errors,
+            "rollouts": trajectories.len(),
+            "kl": stats.mean(stats.kl),
+            "entropy": stats.mean(stats.entropy),
+            "pg_loss": stats.mean(stats.pg_loss),
+            "clip_fraction": stats.mean(stats.clipped),
+            "ratio_mean": stats.mean(stats.ratio),
+            "ratio_max_deviation": max_ratio_dev,
+            "grad_norm": grad_norm,
+            "tokens_per_s": generated as f64 / times.rollout.generation.max(1e-9),
+            "time": {
+                "generation": times.rollout.generation,
+                "retrieval": times.rollout.retrieval,
+                "plugins": times.rollout.plugins + times.reward,
+                "forward_backward": times.forward_backward,
+                "optimizer": times.optimizer,
+                "total": total,
+            },
+        })
+    }
+}
+
+/// Largest |exp(logp − old) − 1| over kept tokens.
+fn max_deviation(logprobs: &Tensor, old: &Tensor, mask: &[Vec<f32>]) -> Result<f64> {
+    let current = logprobs.detach().to_vec2::<f32>()?;
+    let old = old.to_vec2::<f32>()?;
+    let mut max = 0.0f64;
+    for (row, m) in mask.iter().enumerate() {
+        for (col, &keep) in m.iter().enumerate() {
+            if keep > 0.0 {
+                let r = ((current[row][col] - old[row][col]) as f64).exp();
+                max = max.max((r - 1.0).abs());
+            }
+        }
+    }
+    Ok(max)
+}
+
+/// Mini-batches per step.
+fn mini_batches(config: &TrainConfig) -> usize {
+    let per = config
+        .grpo
+        .mini_batch_prompts
+        .unwrap_or(config.rollout.batch_prompts)
+        .max(1);
+    config.rollout.batch_prompts.div_ceil(per)
+}
+
+fn progress_bar(total: u64, position: u64, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} step {pos}/{len} [{elapsed_precise}] {wide_bar} ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_position(position);
+    bar
+}
+
+fn log_line(bar: &indicatif::ProgressBar, line: &str) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+fn brief_validation(m: &Value) -> String {
+    format!(
+        "EM {:.3} F1 {:.3} reward {:.3} over {} questions",
+        m["val_em"].as_f64().unwrap_or(0.0),
+        m["val_f1"].as_f64().unwrap_or(0.0),
+        m["val_reward"].as_f64().unwrap_or(0.0),
+        m["val_questions"].as_u64().unwrap_or(0)
+    )
+}
+
+fn brief_step(m: &Value, total: u64) -> String {
+    let f = |k: &str| m[k].as_f64().unwrap_or(0.0);
+    let t = |k: &str| m["time"][k].as_f64().unwrap_or(0.0);
+    let mut line = format!(
+        "step {}/{total}: reward {:.3} ± {:.3}, length {:.0}, searches {:.2}, kl {:.5}, entropy {:.3}, grad norm {:.3}, {:.1} s (generation {:.1}, retrieval {:.2}, plugins {:.2}, forward/backward {:.1})",
+        m["step"].as_u64().unwrap_or(0),
+        f("reward_mean"),
+        f("reward_std"),
+        f("response_length"),
+        f("searches_per_rollout"),
+        f("kl"),
+        f("entropy"),
+        f("grad_norm"),
+        t("total"),
+        t("generation"),
+        t("retrieval"),
+        t("plugins"),
+        t("forward_backward"),
+    );
+    if m.get("val_em").is_some() {
+        line.push_str(&format!("; validation {}", brief_validation(m)));
+    }
+    if m["plugin_errors"].as_u64().unwrap_or(0) > 0 {
+        line.push_str(&format!("; {} plugin errors", m["plugin_errors"]));
+    }
+    line
+}
+
+/// The run folder's name for a fresh run: runs/train-<unix seconds>.
+pub fn default_run_dir() -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Path::new("runs").join(format!("train-{secs}"))
+}

@@ -1,0 +1,424 @@
+//! `host train` end to end: the embedded default, checkpoints and exact resumption (also after
+//! SIGKILL), learning on a toy reward, a plugin that traps mid-rollout, and bad input.
+
+mod common;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn host_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+    command.args(args).current_dir(common::repo_root()).env(
+        "RESEARCH_HOST_CACHE",
+        common::test_cache_dir().parent().unwrap(),
+    );
+    command
+}
+
+fn host(args: &[&str]) -> Output {
+    host_command(args).output().expect("host runs")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn succeed(args: &[&str]) -> String {
+    let output = host(args);
+    let all = text(&output);
+    assert!(output.status.success(), "host {args:?} failed:\n{all}");
+    all
+}
+
+/// Small settings so a step takes about a second.
+const SMALL: [&str; 16] = [
+    "--quiet",
+    "--set",
+    "rollout.max_response_tokens=40",
+    "--set",
+    "rollout.batch_prompts=2",
+    "--set",
+    "rollout.group_size=3",
+    "--set",
+    "validation.limit=3",
+    "--set",
+    "validation.every=2",
+    "--set",
+    "checkpoint.every=1",
+    "--set",
+    "checkpoint.keep_last=3",
+    "--plugins=plugins",
+];
+
+fn metrics(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .expect("metrics.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("metrics line is JSON"))
+        .collect()
+}
+
+/// Metrics without the wall-clock parts, which differ between runs.
+fn comparable(run: &Path) -> Vec<Value> {
+    metrics(run)
+        .into_iter()
+        .map(|mut m| {
+            let object = m.as_object_mut().unwrap();
+            object.remove("time");
+            object.remove("tokens_per_s");
+            m
+        })
+        .collect()
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn runs_checkpoints_and_resumes_exactly_even_after_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full");
+    let out = succeed(&[&["train", "--steps", "3", "--out", s(&full)], &SMALL[..]].concat());
+    assert!(out.contains("embedded tiny Qwen2"), "{out}");
+    assert!(out.contains("--- config ---"), "{out}");
+
+    // The run folder.
+    for file in [
+        "config.toml",
+        "metrics.jsonl",
+        "trajectories/step-000003.jsonl",
+    ] {
+        assert!(full.join(file).is_file(), "missing {file}");
+    }
+    assert!(full.join("trajectories/validation-000000.jsonl").is_file());
+    for step in 1..=3 {
+        let ckpt = full.join(format!("checkpoints/step-{step:06}"));
+        for file in [
+            "model/config.json",
+            "model/model.safetensors",
+            "model/tokenizer.json",
+        ] {
+            assert!(ckpt.join(file).is_file(), "{} lacks {file}", ckpt.display());
+        }
+        assert!(ckpt.join("optimizer.safetensors").is_file());
+        let state: Value =
+            serde_json::from_str(&std::fs::read_to_string(ckpt.join("state.json")).unwrap())
+                .unwrap();
+        assert_eq!(state["step"], step);
+        assert_eq!(state["data_cursor"], step * 2);
+    }
+    let m = metrics(&full);
+    let steps: Vec<u64> = m.iter().map(|l| l["step"].as_u64().unwrap()).collect();
+    assert_eq!(
+        steps,
+        vec![0, 1, 2, 3],
+        "validation line, then one per step"
+    );
+    assert!(m[0].get("val_em").is_some());
+    assert!(m[2].get("val_f1").is_some() && m[3].get("val_reward").is_some());
+    for line in &m[1..] {
+        assert_eq!(line["rollouts"], 6);
+        let finishes: u64 = line["finish"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(finishes, 6);
+        // One epoch, one mini-batch: old log-probs are the sampling weights' (ratio exactly 1).
+        assert_eq!(line["ratio_max_deviation"], 0.0);
+        assert_eq!(line["clip_fraction"], 0.0);
+        for key in [
+            "generation",
+            "retrieval",
+            "plugins",
+            "forward_backward",
+            "total",
+        ] {
+            assert!(line["time"][key].as_f64().unwrap() >= 0.0);
+        }
+        for key in [
+            "reward_mean",
+            "kl",
+            "entropy",
+            "grad_norm",
+            "lr",
+            "response_length",
+        ] {
+            assert!(line[key].as_f64().unwrap().is_finite(), "{key}");
+        }
+    }
+    // Trajectories: masks and segments agree, observations are never trained on.
+    let trajectories =
+        std::fs::read_to_string(full.join("trajectories/step-000001.jsonl")).unwrap();
+    let mut observed = 0;
+    for line in trajectories.lines() {
+        let t: Value = serde_json::from_str(line).unwrap();
+        let mask = t["loss_mask"].as_array().unwrap();
+        assert_eq!(mask.len(), t["response_ids"].as_array().unwrap().len());
+        assert!(mask.len() <= 40);
+        for segment in t["segments"].as_array().unwrap() {
+            let want = if segment["kind"] == "generated" { 1 } else { 0 };
+            observed += usize::from(want == 0);
+            let (a, b) = (
+                segment["start"].as_u64().unwrap(),
+                segment["end"].as_u64().unwrap(),
+            );
+            assert!(mask[a as usize..b as usize].iter().all(|m| m == want));
+        }
+    }
+    eprintln!("{observed} observation segments in step 1");
+
+    // Stopped after 2 steps, then resumed to 3: identical metrics.
+    let part = dir.path().join("part");
+    succeed(&[&["train", "--steps", "2", "--out", s(&part)], &SMALL[..]].concat());
+    let out = succeed(&["train", "--resume", s(&part), "--steps", "3", "--quiet"]);
+    assert!(out.contains("resuming after step 2"), "{out}");
+    assert_eq!(comparable(&part), comparable(&full));
+
+    // Killed (SIGKILL) after its first checkpoint, then resumed: identical metrics.
+    let killed = dir.path().join("killed");
+    let mut child =
+        host_command(&[&["train", "--steps", "3", "--out", s(&killed)], &SMALL[..]].concat())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    let first = killed.join("checkpoints/step-000001/state.json");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !first.is_file() {
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended too early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = succeed(&["train", "--resume", s(&killed), "--quiet"]);
+    assert!(out.contains("resuming after step"), "{out}");
+    assert_eq!(comparable(&killed), comparable(&full));
+
+    // A run folder is not overwritten by a fresh run.
+    let again = host(&[&["train", "--steps", "1", "--out", s(&full)], &SMALL[..]].concat());
+    assert!(!again.status.success());
+    assert!(
+        text(&again).contains("already holds a run"),
+        "{}",
+        text(&again)
+    );
+    // Resuming with other settings is refused.
+    let changed = host(&["train", "--resume", s(&full), "--lr", "0.5"]);
+    assert!(
+        text(&changed).contains("only --steps and --quiet"),
+        "{}",
+        text(&changed)
+    );
+}
+
+/// A plugins folder of prebuilt components: the shipped prompt, parser and search, and the
+/// hostile reward fixture with `behavior`.
+fn plugins_with_hostile_reward(dir: &Path, behavior: &str, extra: &str) -> PathBuf {
+    let root = dir.join("plugins");
+    for (name, kind) in [
+        ("research-prompt", "prompt"),
+        ("tag-parser", "parser"),
+        ("local-search", "search"),
+    ] {
+        common::write_prebuilt_plugin_of_kind(&root, name, kind, &common::shipped_wasm(name), "");
+    }
+    common::write_prebuilt_plugin(
+        &root,
+        "toy-reward",
+        common::hostile_wasm(),
+        &format!("[limits]\ntimeout-ms = 2000\n[config]\nbehavior = \"{behavior}\"\n{extra}"),
+    );
+    root
+}
+
+#[test]
+fn a_plugin_that_traps_mid_rollout_costs_only_its_rollouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugins_with_hostile_reward(dir.path(), "panic-on-boom", "");
+    let data = dir.path().join("train.jsonl");
+    std::fs::write(
+        &data,
+        "{\"id\": \"ok\", \"question\": \"Which river flows through Athishmere?\", \"golden_answers\": [\"Zelpy River\"]}\n\
+         {\"id\": \"b\", \"question\": \"boom\", \"golden_answers\": [\"x\"]}\n",
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let plugins_flag = format!("--plugins={}", plugins.display());
+    let mut args = vec![
+        "train",
+        "--steps",
+        "1",
+        "--out",
+        s(&run),
+        "--train",
+        s(&data),
+    ];
+    args.extend_from_slice(&SMALL[..15]);
+    args.push(&plugins_flag);
+    args.extend([
+        "--set",
+        "validation.every=0",
+        "--set",
+        "data.validation_size=0",
+    ]);
+    let out = succeed(&args);
+    assert!(out.contains("plugin error"), "{out}");
+    let m = metrics(&run);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0]["plugin_errors"], 3, "{}", m[0]);
+    assert_eq!(m[0]["finish"]["error"], 3, "{}", m[0]);
+    let trajectories = std::fs::read_to_string(run.join("trajectories/step-000001.jsonl")).unwrap();
+    for line in trajectories.lines() {
+        let t: Value = serde_json::from_str(line).unwrap();
+        if t["question"] == "boom" {
+            assert!(
+                t["error"].as_str().unwrap().contains("boom requested"),
+                "{t}"
+            );
+            assert_eq!(t["reward"], Value::Null);
+            assert_eq!(t["advantage"], 0.0);
+        } else {
+            assert_eq!(t["error"], Value::Null);
+            assert!(t["reward"].as_f64().is_some());
+        }
+    }
+}
+
+#[test]
+fn grpo_raises_a_toy_reward() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugins_with_hostile_reward(dir.path(), "char-share", "target = \"e\"");
+    let run = dir.path().join("run");
+    let plugins_flag = format!("--plugins={}", plugins.display());
+    let mut args = vec![
+        "train",
+        "--steps",
+        "30",
+        "--out",
+        s(&run),
+        "--quiet",
+        &plugins_flag,
+    ];
+    for set in [
+        "rollout.batch_prompts=2",
+        "rollout.group_size=8",
+        "rollout.max_response_tokens=24",
+        "grpo.kl_coef=0",
+        "grpo.entropy_coef=0",
+        "grpo.mini_batch_prompts=1",
+        "grpo.micro_batch_sequences=8",
+        "optim.lr=0.01",
+        "optim.weight_decay=0",
+        "validation.every=0",
+        "checkpoint.every=0",
+        "logging.trajectories=false",
+    ] {
+        args.extend(["--set", set]);
+    }
+    succeed(&args);
+    let m = metrics(&run);
+    assert_eq!(m.len(), 30);
+    let rewards: Vec<f64> = m
+        .iter()
+        .map(|l| l["reward_mean"].as_f64().unwrap())
+        .collect();
+    let first = rewards[..10].iter().sum::<f64>() / 10.0;
+    let last = rewards[20..].iter().sum::<f64>() / 10.0;
+    eprintln!("toy reward: first 10 steps {first:.3}, last 10 steps {last:.3}: {rewards:?}");
+    assert!(last > first + 0.1, "no learning: {first:.3} → {last:.3}");
+    // Two mini-batches per step: the second is scored by updated weights (ratio ≠ 1).
+    assert!(
+        m.iter()
+            .any(|l| l["ratio_max_deviation"].as_f64().unwrap() > 0.0)
+    );
+}
+
+#[test]
+fn bad_input_is_reported_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    // A dataset line without answers.
+    let data = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &data,
+        "{\"id\": \"1\", \"question\": \"Q\", \"golden_answers\": [\"a\"]}\n{\"id\": \"2\", \"question\": \"Q2\"}\n",
+    )
+    .unwrap();
+    let out = host(&[
+        "train",
+        "--plugins=plugins",
+        "--train",
+        s(&data),
+        "--out",
+        s(&dir.path().join("r1")),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("bad.jsonl:2: question 2: no `golden_answers`"),
+        "{}",
+        text(&out)
+    );
+
+    // A config with a misspelt key.
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[grpo]\nkl_coef = 0.1\nclip_ratio = 0.2\n").unwrap();
+    let out = host(&["train", s(&config)]);
+    assert!(!out.status.success());
+    let message = text(&out);
+    assert!(
+        message.contains("bad.toml")
+            && message.contains("clip_ratio")
+            && message.contains("line 3"),
+        "{message}"
+    );
+
+    // A plugins folder without a search plugin.
+    let plugins = dir.path().join("plugins");
+    for (name, kind) in [
+        ("research-prompt", "prompt"),
+        ("tag-parser", "parser"),
+        ("research-reward", "reward"),
+    ] {
+        common::write_prebuilt_plugin_of_kind(
+            &plugins,
+            name,
+            kind,
+            &common::shipped_wasm(name),
+            "",
+        );
+    }
+    let out = host(&[
+        "train",
+        &format!("--plugins={}", plugins.display()),
+        "--out",
+        s(&dir.path().join("r2")),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("has no search plugin"),
+        "{}",
+        text(&out)
+    );
+
+    // Not a run folder; an impossible setting.
+    let out = host(&["train", "--resume", s(dir.path())]);
+    assert!(text(&out).contains("is not a run folder"), "{}", text(&out));
+    let out = host(&["train", "--set", "rollout.group_size=0"]);
+    assert!(
+        text(&out).contains("rollout.group_size must be at least 1"),
+        "{}",
+        text(&out)
+    );
+}
