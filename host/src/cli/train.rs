@@ -163,7 +163,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot open the index {}", index_dir.display()))?;
     let passages = searcher.index().meta()?.passages;
     let retriever: Arc<dyn Retriever> = Arc::new(searcher);
-    let selection = selection(&config, &args)?;
+    let selection = selection(&config)?;
     let plugins = PluginSet::load(
         &config.plugins.dir,
         &selection,
@@ -258,6 +258,31 @@ fn fresh_config(args: &TrainArgs) -> Result<TrainConfig> {
     for assignment in &args.set {
         config.set(assignment)?;
     }
+    // Plugin choices go into the config, so that the saved config (and a resume) keeps them.
+    for text in &args.use_plugin {
+        let (kind, name) = text.split_once('=').with_context(|| {
+            format!("`--use {text}`: expected KIND=NAME, e.g. reward=searchr1-reward")
+        })?;
+        let kind: PluginKind = kind.trim().parse().map_err(anyhow::Error::msg)?;
+        config
+            .plugins
+            .active
+            .insert(kind.to_string(), name.trim().to_string());
+    }
+    let mut overrides = Selection::default();
+    for text in &args.plugin_config {
+        overrides.parse_config(text)?;
+    }
+    for (plugin, settings) in overrides.config {
+        for (key, value) in settings {
+            config
+                .plugins
+                .config
+                .entry(plugin.clone())
+                .or_default()
+                .insert(key, toml::Value::String(value));
+        }
+    }
     // The saved config must work from any folder.
     let absolute = |p: &mut PathBuf| -> Result<()> {
         *p = std::path::absolute(&*p)?;
@@ -316,8 +341,8 @@ fn resumed_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainConfig> {
     Ok(config)
 }
 
-/// The active plugins: the config's [plugins] tables, then --use / --config.
-fn selection(config: &TrainConfig, args: &TrainArgs) -> Result<Selection> {
+/// The active plugins: the config's [plugins] tables (which hold --use and --config).
+fn selection(config: &TrainConfig) -> Result<Selection> {
     let mut selection = Selection::default();
     for (kind, name) in &config.plugins.active {
         selection.parse_use(&format!("{kind}={name}"))?;
@@ -334,12 +359,6 @@ fn selection(config: &TrainConfig, args: &TrainArgs) -> Result<Selection> {
                 .or_default()
                 .insert(key.clone(), value);
         }
-    }
-    for text in &args.use_plugin {
-        selection.parse_use(text)?;
-    }
-    for text in &args.plugin_config {
-        selection.parse_config(text)?;
     }
     Ok(selection)
 }

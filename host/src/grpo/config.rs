@@ -34,7 +34,7 @@ pub struct TrainConfig {
 pub struct ModelSection {
     /// Hugging Face model folder; unset: the embedded tiny model built on the fly.
     pub path: Option<PathBuf>,
-    /// f32 or bf16 (training on CPU wants f32).
+    /// f32 (bf16 weights are loaded as f32: bf16 cannot hold AdamW's small updates).
     pub dtype: String,
     /// cpu or cuda.
     pub device: String,
@@ -361,6 +361,9 @@ impl TrainConfig {
         if let Some(p) = self.data.validation.as_mut() {
             fix(p);
         }
+        if let Some(p) = self.run.out.as_mut() {
+            fix(p);
+        }
         fix(&mut self.plugins.dir);
     }
 
@@ -442,10 +445,32 @@ impl TrainConfig {
                 bail!("{message}");
             }
         }
-        if !["f32", "bf16"].contains(&self.model.dtype.as_str()) {
+        match self.model.dtype.as_str() {
+            "f32" => {}
+            "bf16" => bail!(
+                "model.dtype = \"bf16\" cannot train: AdamW updates (lr × ~1) are far below bf16's \
+                 rounding step, so the weights would not change; use f32 (bf16 checkpoints are \
+                 loaded as f32)"
+            ),
+            other => bail!("model.dtype must be f32, not `{other}`"),
+        }
+        let o = &self.optim;
+        if !((0.0..1.0).contains(&o.beta1) && (0.0..1.0).contains(&o.beta2) && o.eps > 0.0) {
+            bail!("optim.beta1 and optim.beta2 must be in [0, 1) and optim.eps positive");
+        }
+        let g = &self.grpo;
+        let finite = [
+            g.kl_coef,
+            g.entropy_coef,
+            g.error_reward,
+            o.lr,
+            o.weight_decay,
+            o.grad_clip,
+        ];
+        if finite.iter().any(|v| !v.is_finite()) {
             bail!(
-                "model.dtype must be f32 or bf16, not `{}`",
-                self.model.dtype
+                "grpo.kl_coef, grpo.entropy_coef, grpo.error_reward, optim.lr, optim.weight_decay \
+                 and optim.grad_clip must be finite numbers"
             );
         }
         Ok(())
@@ -541,12 +566,15 @@ mod tests {
         );
         let mut config = TrainConfig::default();
         config.model.dtype = "f8".into();
-        assert!(
-            config
-                .validate()
-                .unwrap_err()
-                .to_string()
-                .contains("model.dtype")
-        );
+        let message = |c: &TrainConfig| c.validate().unwrap_err().to_string();
+        assert!(message(&config).contains("model.dtype"));
+        config.model.dtype = "bf16".into();
+        assert!(message(&config).contains("cannot train"));
+        let mut config = TrainConfig::default();
+        config.optim.beta2 = 1.0;
+        assert!(message(&config).contains("optim.beta1"));
+        let mut config = TrainConfig::default();
+        config.grpo.kl_coef = f64::NAN;
+        assert!(message(&config).contains("finite"));
     }
 }

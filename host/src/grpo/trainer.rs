@@ -323,6 +323,13 @@ impl Trainer {
         if ids.is_empty() {
             return Err("the rendered prompt has no tokens".into());
         }
+        let context = self.model.policy.config().max_position_embeddings;
+        if ids.len() + 2 > context {
+            return Err(format!(
+                "the prompt has {} tokens; the model's context is {context}",
+                ids.len()
+            ));
+        }
         Ok((text, ids))
     }
 
@@ -355,20 +362,21 @@ impl Trainer {
         errors: &mut Vec<String>,
     ) -> Result<Vec<Trajectory>> {
         let mut prompts = Vec::new();
-        for &example in examples {
+        for (group, &example) in examples.iter().enumerate() {
             let qa = &set[example];
             let started = Instant::now();
             let rendered = self.render(qa);
             times.rollout.plugins += started.elapsed().as_secs_f64();
             match rendered {
                 Ok((text, ids)) => prompts.push(PromptInput {
+                    group,
                     example,
                     id: qa.id.clone(),
                     question: qa.question.clone(),
                     golden_answers: qa.golden_answers.clone(),
                     text,
                     ids,
-                    seed: derive_seed(self.config.run.seed, seed_step, example as u64),
+                    seed: derive_seed(self.config.run.seed, seed_step, group as u64),
                 }),
                 Err(error) => errors.push(format!("question {}: prompt: {error}", qa.id)),
             }
@@ -451,7 +459,7 @@ impl Trainer {
             &mut errors,
         )?;
         // Advantages per group (consecutive samples of one question).
-        for group in trajectories.chunk_by_mut(|a, b| a.example == b.example) {
+        for group in trajectories.chunk_by_mut(|a, b| a.group == b.group) {
             let rewards: Vec<Option<f64>> = group
                 .iter()
                 .map(|t| if t.error.is_some() { None } else { t.reward })
@@ -506,9 +514,7 @@ impl Trainer {
         let per_mini = g
             .mini_batch_prompts
             .unwrap_or(self.config.rollout.batch_prompts);
-        let groups: Vec<&[Trajectory]> = trajectories
-            .chunk_by(|a, b| a.example == b.example)
-            .collect();
+        let groups: Vec<&[Trajectory]> = trajectories.chunk_by(|a, b| a.group == b.group).collect();
         let mut minis: Vec<Vec<Vec<&Trajectory>>> = Vec::new();
         for chunk in groups.chunks(per_mini.max(1)) {
             let kept: Vec<&Trajectory> = chunk
@@ -526,6 +532,11 @@ impl Trainer {
             );
         }
         let pad = self.model.tokenizer.eos_ids().first().copied().unwrap_or(0);
+        // Log-probs of the policy that sampled: logits divided by the sampling temperature.
+        let temperature = match self.config.rollout.temperature {
+            t if t > 0.0 => t,
+            _ => 1.0,
+        };
         let device = self.model.policy.device().clone();
         // Old log-probs come from the weights that sampled the rollouts. The first
         // mini-batch is scored before any update of this step, so its old log-probs are its
@@ -550,10 +561,21 @@ impl Trainer {
                 let old = if m == 0 {
                     None
                 } else {
-                    Some(self.model.policy.token_stats(&batch)?.logprobs.detach())
+                    Some(
+                        self.model
+                            .policy
+                            .token_stats_tempered(&batch, temperature)?
+                            .logprobs
+                            .detach(),
+                    )
                 };
                 let reference = match &self.reference {
-                    Some(reference) => Some(reference.token_stats(&batch)?.logprobs.detach()),
+                    Some(reference) => Some(
+                        reference
+                            .token_stats_tempered(&batch, temperature)?
+                            .logprobs
+                            .detach(),
+                    ),
                     None => None,
                 };
                 micro_batches.push(MicroBatch {
@@ -585,7 +607,10 @@ impl Trainer {
                 };
                 let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
                 for micro in micro_batches.iter_mut() {
-                    let current = self.model.policy.token_stats(&micro.batch)?;
+                    let current = self
+                        .model
+                        .policy
+                        .token_stats_tempered(&micro.batch, temperature)?;
                     let old = micro
                         .old
                         .get_or_insert_with(|| current.logprobs.detach())
@@ -676,9 +701,11 @@ impl Trainer {
             .checkpoints()
             .join(format!(".partial-step-{:06}", self.step));
         if staged.exists() {
-            std::fs::remove_dir_all(&staged)?;
+            std::fs::remove_dir_all(&staged)
+                .with_context(|| format!("cannot clear {}", staged.display()))?;
         }
-        std::fs::create_dir_all(&staged)?;
+        std::fs::create_dir_all(&staged)
+            .with_context(|| format!("cannot create {}", staged.display()))?;
         save_checkpoint(
             &self.model.policy,
             &self.inputs.model_dir,
@@ -691,10 +718,9 @@ impl Trainer {
             optimizer_steps: self.optimizer.steps_taken(),
             seed: self.config.run.seed,
         };
-        std::fs::write(
-            staged.join("state.json"),
-            serde_json::to_string_pretty(&state)?,
-        )?;
+        let state_path = staged.join("state.json");
+        std::fs::write(&state_path, serde_json::to_string_pretty(&state)?)
+            .with_context(|| format!("cannot write {}", state_path.display()))?;
         self.run
             .publish_checkpoint(&staged, self.step, self.config.checkpoint.keep_last)?;
         Ok(self.run.checkpoint(self.step))

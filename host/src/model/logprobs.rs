@@ -53,12 +53,28 @@ impl Policy {
     /// Log-probs and entropies of every next token of `batch`, through the training forward
     /// (so the result carries gradients to the weights). Wrap in `detach()` for none.
     pub fn token_stats(&self, batch: &PaddedBatch) -> Result<TokenStats> {
+        self.token_stats_tempered(batch, 1.0)
+    }
+
+    /// [`Policy::token_stats`] of the distribution sampled at `temperature` (the logits are
+    /// divided by it), as RL needs for the policy that produced the tokens.
+    pub fn token_stats_tempered(
+        &self,
+        batch: &PaddedBatch,
+        temperature: f32,
+    ) -> Result<TokenStats> {
         let (b, t) = batch.ids.dims2()?;
         if t < 2 {
             bail!("sequences need at least two tokens to score a next token");
         }
+        if !(temperature.is_finite() && temperature > 0.0) {
+            bail!("the temperature must be positive, not {temperature}");
+        }
         let logits = self.forward_train(&batch.ids, &batch.mask)?;
-        let logits = logits.narrow(1, 0, t - 1)?.to_dtype(wide(self.dtype()))?;
+        let mut logits = logits.narrow(1, 0, t - 1)?.to_dtype(wide(self.dtype()))?;
+        if temperature != 1.0 {
+            logits = (logits / temperature as f64)?;
+        }
         let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let targets = batch.ids.narrow(1, 1, t - 1)?.unsqueeze(2)?;
         let chosen = log_probs.gather(&targets.contiguous()?, 2)?.squeeze(2)?;

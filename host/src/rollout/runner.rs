@@ -40,6 +40,9 @@ pub struct RolloutPlugins<'a> {
 /// A prompt, rendered and tokenised, with the seed of its group.
 #[derive(Debug, Clone)]
 pub struct PromptInput {
+    /// The prompt's group: its position in the step's batch (a question drawn twice in one
+    /// batch makes two groups).
+    pub group: usize,
     pub example: usize,
     pub id: String,
     pub question: String,
@@ -128,6 +131,7 @@ pub fn run_rollouts(
         if !stopped.is_empty() {
             handle_stops(
                 &mut engine,
+                policy.config().max_position_embeddings,
                 tokenizer,
                 plugins,
                 settings,
@@ -180,6 +184,7 @@ pub fn run_rollouts(
             });
         }
         trajectories.push(Trajectory {
+            group: prompt.group,
             example: prompt.example,
             id: prompt.id.clone(),
             sample: track.sample,
@@ -218,8 +223,10 @@ fn finish_of(stop: &Stop) -> Finish {
 
 /// Parses the turns of the sequences that stopped, runs their searches as one batch and
 /// appends the observations (or ends the sequences).
+#[allow(clippy::too_many_arguments)]
 fn handle_stops(
     engine: &mut Engine,
+    max_positions: usize,
     tokenizer: &ModelTokenizer,
     plugins: &RolloutPlugins,
     settings: &RolloutSettings,
@@ -312,10 +319,17 @@ fn handle_stops(
         };
         match observation {
             Ok(text) => {
-                let mut ids = tokenizer.encode(&text)?;
-                ids.truncate(settings.max_obs_tokens);
-                let used = engine.sequences()[index].response().len();
-                ids.truncate(settings.max_response_tokens.saturating_sub(used));
+                let sequence = &engine.sequences()[index];
+                let room = settings
+                    .max_obs_tokens
+                    .min(
+                        settings
+                            .max_response_tokens
+                            .saturating_sub(sequence.response().len()),
+                    )
+                    // One position stays free for the next sampled token.
+                    .min(max_positions.saturating_sub(sequence.tokens.len() + 2));
+                let ids = cap_observation(tokenizer, &text, room)?;
                 engine.append(index, &ids)?;
                 tracks[index].turn_start = engine.sequences()[index].response().len();
             }
@@ -327,6 +341,35 @@ fn handle_stops(
         }
     }
     Ok(())
+}
+
+/// Characters kept from the end of an observation that is cut: its closing tag
+/// (`\n</result>`, `</information>\n\n`) survives, so the format rules still hold.
+const KEPT_TAIL_CHARS: usize = 24;
+
+/// The tokens of an observation, at most `max_tokens`: a longer one keeps its head and its
+/// last [`KEPT_TAIL_CHARS`] characters (the reference cuts the tail off, closing tag included,
+/// which fails every format rule).
+fn cap_observation(tokenizer: &ModelTokenizer, text: &str, max_tokens: usize) -> Result<Vec<u32>> {
+    let ids = tokenizer.encode(text)?;
+    if ids.len() <= max_tokens {
+        return Ok(ids);
+    }
+    let split = text
+        .char_indices()
+        .rev()
+        .nth(KEPT_TAIL_CHARS - 1)
+        .map_or(0, |(i, _)| i);
+    let tail = tokenizer.encode(&text[split..])?;
+    if tail.len() >= max_tokens {
+        let mut ids = ids;
+        ids.truncate(max_tokens);
+        return Ok(ids);
+    }
+    let mut head = tokenizer.encode(&text[..split])?;
+    head.truncate(max_tokens - tail.len());
+    head.extend_from_slice(&tail);
+    Ok(head)
 }
 
 /// Searches `queries` in one call; when that call fails, each query alone, so that one bad
@@ -357,4 +400,32 @@ fn search_batch(
     };
     times.retrieval += started.elapsed().as_secs_f64();
     results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::Architecture;
+    use crate::model::tiny::{TINY, init_tiny};
+
+    #[test]
+    fn a_long_observation_keeps_its_closing_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        init_tiny(Architecture::Qwen2, TINY, 1, None, dir.path()).unwrap();
+        let tokenizer = ModelTokenizer::load(dir.path(), None).unwrap();
+        let short = " <result>\nA short passage.\n</result>";
+        let ids = cap_observation(&tokenizer, short, 1000).unwrap();
+        assert_eq!(ids, tokenizer.encode(short).unwrap());
+        let long = format!(
+            " <result>\n{}\n</result>",
+            "The river runs past the mill and the old bridge. ".repeat(40)
+        );
+        let ids = cap_observation(&tokenizer, &long, 40).unwrap();
+        assert!(ids.len() <= 40, "{}", ids.len());
+        let text = tokenizer.decode(&ids).unwrap();
+        assert!(text.starts_with(" <result>\nThe river"), "{text}");
+        assert!(text.ends_with("\n</result>"), "{text}");
+        // No room at all: nothing is appended.
+        assert!(cap_observation(&tokenizer, &long, 0).unwrap().is_empty());
+    }
 }

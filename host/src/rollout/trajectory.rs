@@ -24,6 +24,8 @@ pub struct Segment {
 /// A finished rollout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trajectory {
+    /// The group (the prompt's position in its batch); advantages are normalised per group.
+    pub group: usize,
     /// Index of the question in its dataset.
     pub example: usize,
     /// The dataset's id of the question.
@@ -129,6 +131,7 @@ mod tests {
     #[test]
     fn logprob_mask_shifts_by_one_and_drops_failed_rollouts() {
         let mut t = Trajectory {
+            group: 0,
             example: 0,
             id: "q".into(),
             sample: 0,
