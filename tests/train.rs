@@ -422,3 +422,41 @@ fn bad_input_is_reported_with_its_place() {
         text(&out)
     );
 }
+
+#[test]
+fn search_r1_plugins_train_and_their_choice_is_saved_for_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut args = vec!["train", "--steps", "1", "--out", s(&run)];
+    args.extend_from_slice(&SMALL);
+    args.extend([
+        "--use",
+        "reward=searchr1-reward",
+        "--use",
+        "prompt=searchr1-prompt",
+        "--config",
+        "tag-parser.dialect=searchr1",
+        "--set",
+        "validation.every=0",
+    ]);
+    let out = succeed(&args);
+    assert!(
+        out.contains("searchr1-reward") && out.contains("searchr1-prompt"),
+        "{out}"
+    );
+    let saved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(saved.contains("reward = \"searchr1-reward\""), "{saved}");
+    assert!(saved.contains("dialect = \"searchr1\""), "{saved}");
+    let trajectories = std::fs::read_to_string(run.join("trajectories/step-000001.jsonl")).unwrap();
+    for line in trajectories.lines() {
+        let t: Value = serde_json::from_str(line).unwrap();
+        // The Search-R1 prompt (one user message in the chat template).
+        assert!(
+            t["prompt_text"]
+                .as_str()
+                .unwrap()
+                .contains("Answer the given question.")
+        );
+    }
+    assert_eq!(metrics(&run).len(), 1);
+}

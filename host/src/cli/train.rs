@@ -285,7 +285,7 @@ fn fresh_config(args: &TrainArgs) -> Result<TrainConfig> {
     }
     // The saved config must work from any folder.
     let absolute = |p: &mut PathBuf| -> Result<()> {
-        *p = std::path::absolute(&*p)?;
+        *p = crate::grpo::config::lexically_normal(&std::path::absolute(&*p)?);
         Ok(())
     };
     absolute(&mut config.plugins.dir)?;

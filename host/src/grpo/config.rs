@@ -346,7 +346,7 @@ impl TrainConfig {
             if let (Ok(rest), Some(home)) = (p.strip_prefix("~"), &home) {
                 *p = home.join(rest);
             } else if p.is_relative() {
-                *p = base.join(&*p);
+                *p = lexically_normal(&base.join(&*p));
             }
         };
         if let Some(p) = self.model.path.as_mut() {
@@ -482,9 +482,47 @@ impl TrainConfig {
     }
 }
 
+/// `path` with `.` and `dir/..` removed, without touching the file system.
+pub fn lexically_normal(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_normalised_lexically() {
+        assert_eq!(
+            lexically_normal(Path::new("/a/examples/../plugins/./x")),
+            PathBuf::from("/a/plugins/x")
+        );
+        assert_eq!(lexically_normal(Path::new("../b")), PathBuf::from("../b"));
+        assert_eq!(lexically_normal(Path::new("a/..")), PathBuf::from("."));
+        let mut config = TrainConfig::default();
+        config.data.train = Some(PathBuf::from("../data/t.jsonl"));
+        config.run.out = Some(PathBuf::from("runs/x"));
+        config.resolve_paths(Path::new("/w/examples"));
+        assert_eq!(config.data.train.unwrap(), PathBuf::from("/w/data/t.jsonl"));
+        assert_eq!(config.run.out.unwrap(), PathBuf::from("/w/examples/runs/x"));
+        assert_eq!(config.plugins.dir, PathBuf::from("/w/examples/plugins"));
+    }
 
     #[test]
     fn defaults_round_trip_through_toml() {
