@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand.
 
 pub mod embedder;
+pub mod eval;
 pub mod generate;
 pub mod index;
 pub mod model;
@@ -47,6 +48,8 @@ pub enum Command {
     Search(search::SearchArgs),
     /// Serve an index over HTTP (Search-R1 /retrieve, ReSearch /search and /batch_search).
     Serve(search::ServeArgs),
+    /// Evaluate a model on QA datasets with greedy rollouts: EM, F1, acc, searches, lengths.
+    Eval(eval::EvalArgs),
     /// Train a policy with GRPO: multi-turn rollouts with search, rewards from the plugins.
     Train(train::TrainArgs),
 }
@@ -103,6 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Search(args) => search::run_search(args),
         Command::Serve(args) => search::run_serve(args),
         Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
     }
 }
 

@@ -127,50 +127,11 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
 
     // Questions first: a bad dataset line is reported before anything is built.
     let (train, validation) = questions(&config)?;
-    let needs_assets = config.model.path.is_none() || config.retrieval.index.is_none();
-    let assets: Option<EmbeddedAssets> = if needs_assets {
-        let root = cache_root
-            .clone()
-            .context("no cache folder: set RESEARCH_HOST_CACHE or pass --cache-dir")?
-            .join("embedded");
-        eprintln!("preparing the embedded tiny model and index (built once, then cached)…");
-        Some(embedded_assets(&root, config.run.seed)?)
-    } else {
-        None
-    };
-    let model_dir = match (&config.model.path, &assets) {
-        (Some(path), _) => path.clone(),
-        (None, Some(a)) => a.policy.clone(),
-        (None, None) => unreachable!("assets are built when the model is unset"),
-    };
-    let index_dir = match (&config.retrieval.index, &assets) {
-        (Some(path), _) => path.clone(),
-        (None, Some(a)) => a.index.clone(),
-        (None, None) => unreachable!("assets are built when the index is unset"),
-    };
-
-    let options = SearchOptions {
-        mode: SearchMode::from_str(&config.retrieval.mode, true).map_err(|_| {
-            anyhow::anyhow!(
-                "retrieval.mode must be auto, exact, scan or ann, not `{}`",
-                config.retrieval.mode
-            )
-        })?,
-        search_k: config.retrieval.search_k.and_then(NonZeroUsize::new),
-        ..SearchOptions::default()
-    };
-    let searcher = Searcher::open(&index_dir, &options)
-        .with_context(|| format!("cannot open the index {}", index_dir.display()))?;
-    let passages = searcher.index().meta()?.passages;
-    let retriever: Arc<dyn Retriever> = Arc::new(searcher);
-    let selection = selection(&config)?;
-    let plugins = PluginSet::load(
-        &config.plugins.dir,
-        &selection,
-        &PluginKind::ALL,
-        cache_root.map(|c| c.join("components")),
-        Some(retriever),
-    )?;
+    let Environment {
+        model_dir,
+        plugins,
+        passages,
+    } = prepare_environment(&config, cache_root)?;
 
     eprintln!("research-host train");
     let what = |path: &Option<PathBuf>, embedded: &str| match path {
@@ -228,6 +189,72 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What a run or an evaluation talks to.
+pub struct Environment {
+    /// The policy folder (the config's, or the embedded tiny model).
+    pub model_dir: PathBuf,
+    /// The active plugins, with the search plugin's retriever on the index.
+    pub plugins: PluginSet,
+    /// Passages in the index.
+    pub passages: u64,
+}
+
+/// Builds the embedded assets when the config leaves the model or the index unset, opens the
+/// index and loads the plugins (with the index as the search plugins' retriever).
+pub fn prepare_environment(
+    config: &TrainConfig,
+    cache_root: Option<PathBuf>,
+) -> Result<Environment> {
+    let needs_assets = config.model.path.is_none() || config.retrieval.index.is_none();
+    let assets: Option<EmbeddedAssets> = if needs_assets {
+        let root = cache_root
+            .clone()
+            .context("no cache folder: set RESEARCH_HOST_CACHE or pass --cache-dir")?
+            .join("embedded");
+        eprintln!("preparing the embedded tiny model and index (built once, then cached)…");
+        Some(embedded_assets(&root, config.run.seed)?)
+    } else {
+        None
+    };
+    let model_dir = match (&config.model.path, &assets) {
+        (Some(path), _) => path.clone(),
+        (None, Some(a)) => a.policy.clone(),
+        (None, None) => unreachable!("assets are built when the model is unset"),
+    };
+    let index_dir = match (&config.retrieval.index, &assets) {
+        (Some(path), _) => path.clone(),
+        (None, Some(a)) => a.index.clone(),
+        (None, None) => unreachable!("assets are built when the index is unset"),
+    };
+    let options = SearchOptions {
+        mode: SearchMode::from_str(&config.retrieval.mode, true).map_err(|_| {
+            anyhow::anyhow!(
+                "retrieval.mode must be auto, exact, scan or ann, not `{}`",
+                config.retrieval.mode
+            )
+        })?,
+        search_k: config.retrieval.search_k.and_then(NonZeroUsize::new),
+        ..SearchOptions::default()
+    };
+    let searcher = Searcher::open(&index_dir, &options)
+        .with_context(|| format!("cannot open the index {}", index_dir.display()))?;
+    let passages = searcher.index().meta()?.passages;
+    let retriever: Arc<dyn Retriever> = Arc::new(searcher);
+    let selection = selection(config)?;
+    let plugins = PluginSet::load(
+        &config.plugins.dir,
+        &selection,
+        &PluginKind::ALL,
+        cache_root.map(|c| c.join("components")),
+        Some(retriever),
+    )?;
+    Ok(Environment {
+        model_dir,
+        plugins,
+        passages,
+    })
+}
+
 /// The config of a new run: file or embedded default, then flags and --set.
 fn fresh_config(args: &TrainArgs) -> Result<TrainConfig> {
     let mut config = match &args.config_file {
@@ -259,30 +286,7 @@ fn fresh_config(args: &TrainArgs) -> Result<TrainConfig> {
         config.set(assignment)?;
     }
     // Plugin choices go into the config, so that the saved config (and a resume) keeps them.
-    for text in &args.use_plugin {
-        let (kind, name) = text.split_once('=').with_context(|| {
-            format!("`--use {text}`: expected KIND=NAME, e.g. reward=searchr1-reward")
-        })?;
-        let kind: PluginKind = kind.trim().parse().map_err(anyhow::Error::msg)?;
-        config
-            .plugins
-            .active
-            .insert(kind.to_string(), name.trim().to_string());
-    }
-    let mut overrides = Selection::default();
-    for text in &args.plugin_config {
-        overrides.parse_config(text)?;
-    }
-    for (plugin, settings) in overrides.config {
-        for (key, value) in settings {
-            config
-                .plugins
-                .config
-                .entry(plugin.clone())
-                .or_default()
-                .insert(key, toml::Value::String(value));
-        }
-    }
+    fold_plugin_flags(&mut config, &args.use_plugin, &args.plugin_config)?;
     // The saved config must work from any folder.
     let absolute = |p: &mut PathBuf| -> Result<()> {
         *p = crate::grpo::config::lexically_normal(&std::path::absolute(&*p)?);
@@ -302,6 +306,39 @@ fn fresh_config(args: &TrainArgs) -> Result<TrainConfig> {
         absolute(p)?;
     }
     Ok(config)
+}
+
+/// Writes `--use KIND=NAME` and `--config PLUGIN.KEY=VALUE` into the config's [plugins].
+pub fn fold_plugin_flags(
+    config: &mut TrainConfig,
+    use_plugin: &[String],
+    plugin_config: &[String],
+) -> Result<()> {
+    for text in use_plugin {
+        let (kind, name) = text.split_once('=').with_context(|| {
+            format!("`--use {text}`: expected KIND=NAME, e.g. reward=searchr1-reward")
+        })?;
+        let kind: PluginKind = kind.trim().parse().map_err(anyhow::Error::msg)?;
+        config
+            .plugins
+            .active
+            .insert(kind.to_string(), name.trim().to_string());
+    }
+    let mut overrides = Selection::default();
+    for text in plugin_config {
+        overrides.parse_config(text)?;
+    }
+    for (plugin, settings) in overrides.config {
+        for (key, value) in settings {
+            config
+                .plugins
+                .config
+                .entry(plugin.clone())
+                .or_default()
+                .insert(key, toml::Value::String(value));
+        }
+    }
+    Ok(())
 }
 
 /// The saved config of a run being resumed; only --steps may change it.

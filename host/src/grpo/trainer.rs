@@ -14,10 +14,8 @@ use super::optim::{AdamW, LrSchedule, clip_grad_norm};
 use super::run_dir::{RunDir, TrainerState};
 use crate::data::qa::{QaExample, QaSet};
 use crate::model::{LoadedModel, PaddedBatch, Policy, SamplingParams, load_model, save_checkpoint};
-use crate::plugins::{Finish, PluginSet, Rendered, RewardSample};
-use crate::rollout::{
-    PromptInput, RolloutPlugins, RolloutSettings, RolloutTimes, Trajectory, run_rollouts,
-};
+use crate::plugins::PluginSet;
+use crate::rollout::{Episodes, RolloutSettings, RolloutTimes, Trajectory};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::SeedableRng;
@@ -73,7 +71,6 @@ struct MicroBatch {
 #[derive(Debug, Clone, Copy, Default)]
 struct StepTimes {
     rollout: RolloutTimes,
-    reward: f64,
     forward_backward: f64,
     optimizer: f64,
 }
@@ -296,62 +293,17 @@ impl Trainer {
             .collect()
     }
 
-    /// Renders and tokenises the prompt of a question.
-    fn render(&self, example: &QaExample) -> Result<(String, Vec<u32>), String> {
-        let prompt = self
-            .inputs
-            .plugins
-            .prompt
-            .as_ref()
-            .ok_or("no prompt plugin loaded")?;
-        let text = match prompt
-            .render(&example.question)
-            .map_err(|e| e.to_string())?
-        {
-            Rendered::Text(text) => text,
-            Rendered::Chat(messages) => self
-                .model
-                .tokenizer
-                .apply_chat_template(&messages, true)
-                .map_err(|e| format!("{e:#}"))?,
-        };
-        let ids = self
-            .model
-            .tokenizer
-            .encode(&text)
-            .map_err(|e| format!("{e:#}"))?;
-        if ids.is_empty() {
-            return Err("the rendered prompt has no tokens".into());
+    /// The rollout machinery over the current policy.
+    fn episodes(&self) -> Episodes<'_> {
+        Episodes {
+            model: &self.model,
+            plugins: &self.inputs.plugins,
+            stop_sequences: &self.stop_sequences,
         }
-        let context = self.model.policy.config().max_position_embeddings;
-        if ids.len() + 2 > context {
-            return Err(format!(
-                "the prompt has {} tokens; the model's context is {context}",
-                ids.len()
-            ));
-        }
-        Ok((text, ids))
     }
 
-    fn rollout_plugins(&self) -> Result<RolloutPlugins<'_>> {
-        Ok(RolloutPlugins {
-            parser: self
-                .inputs
-                .plugins
-                .parser
-                .as_ref()
-                .context("no parser plugin")?,
-            search: self
-                .inputs
-                .plugins
-                .search
-                .as_ref()
-                .context("no search plugin")?,
-            stop_sequences: self.stop_sequences.clone(),
-        })
-    }
-
-    /// Rolls out and scores `examples` (indices into `set`).
+    /// Rolls out and scores `examples` (indices into `set`); group g's seed derives from
+    /// (seed, `seed_step`, g).
     fn rollouts(
         &self,
         set: &[QaExample],
@@ -361,68 +313,15 @@ impl Trainer {
         times: &mut StepTimes,
         errors: &mut Vec<String>,
     ) -> Result<Vec<Trajectory>> {
-        let mut prompts = Vec::new();
-        for (group, &example) in examples.iter().enumerate() {
-            let qa = &set[example];
-            let started = Instant::now();
-            let rendered = self.render(qa);
-            times.rollout.plugins += started.elapsed().as_secs_f64();
-            match rendered {
-                Ok((text, ids)) => prompts.push(PromptInput {
-                    group,
-                    example,
-                    id: qa.id.clone(),
-                    question: qa.question.clone(),
-                    golden_answers: qa.golden_answers.clone(),
-                    text,
-                    ids,
-                    seed: derive_seed(self.config.run.seed, seed_step, group as u64),
-                }),
-                Err(error) => errors.push(format!("question {}: prompt: {error}", qa.id)),
-            }
-        }
-        if prompts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let plugins = self.rollout_plugins()?;
-        let mut trajectories = run_rollouts(
-            &self.model.policy,
-            &self.model.tokenizer,
-            &plugins,
-            &prompts,
+        let seed = self.config.run.seed;
+        self.episodes().run(
+            set,
+            examples,
             settings,
+            |group| derive_seed(seed, seed_step, group as u64),
             &mut times.rollout,
-        )?;
-        let reward = self.inputs.plugins.reward()?;
-        let started = Instant::now();
-        for t in &mut trajectories {
-            if let Some(error) = &t.error {
-                errors.push(format!("question {} sample {}: {error}", t.id, t.sample));
-                continue;
-            }
-            let finish: Finish = t.finish.parse().unwrap_or(Finish::Length);
-            let sample = RewardSample {
-                question: t.question.clone(),
-                golden_answers: t.golden_answers.clone(),
-                response: t.response_text.clone(),
-                finish,
-                num_searches: t.queries.len() as u32,
-                metadata: set[t.example].metadata.clone(),
-            };
-            match reward.score(&sample) {
-                Ok(score) => {
-                    t.reward = Some(score.total);
-                    t.components = score.components;
-                }
-                Err(error) => {
-                    errors.push(format!("question {} sample {}: {error}", t.id, t.sample));
-                    t.error = Some(error.to_string());
-                    t.finish = "error".into();
-                }
-            }
-        }
-        times.reward += started.elapsed().as_secs_f64();
-        Ok(trajectories)
+            errors,
+        )
     }
 
     fn rollout_settings(&self, greedy: bool) -> RolloutSettings {
@@ -796,7 +695,7 @@ impl Trainer {
             "time": {
                 "generation": times.rollout.generation,
                 "retrieval": times.rollout.retrieval,
-                "plugins": times.rollout.plugins + times.reward,
+                "plugins": times.rollout.plugins,
                 "forward_backward": times.forward_backward,
                 "optimizer": times.optimizer,
                 "total": total,

@@ -1,8 +1,10 @@
 //! Multi-turn rollouts: the engine that interleaves decoding with parser, search and
-//! observation tokens, and the trajectories it produces.
+//! observation tokens, the trajectories it produces, and scored episodes of questions.
 
+pub mod episodes;
 pub mod runner;
 pub mod trajectory;
 
+pub use episodes::Episodes;
 pub use runner::{PromptInput, RolloutPlugins, RolloutSettings, RolloutTimes, run_rollouts};
 pub use trajectory::{Segment, SegmentKind, Trajectory};

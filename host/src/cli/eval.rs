@@ -1,0 +1,251 @@
+//! `host eval`: greedy rollouts of QA datasets with the training engine; EM, F1, acc,
+//! precision, recall, searches, lengths and finish reasons per dataset.
+
+use super::train::{Environment, fold_plugin_flags, prepare_environment};
+use crate::data::corpus::OnBadRecord;
+use crate::data::qa::{QaSet, load_qa};
+use crate::eval::{DatasetReport, EvalOptions, evaluate};
+use crate::grpo::TrainConfig;
+use crate::grpo::assets::world_questions;
+use crate::grpo::run_dir::write_atomic;
+use crate::model::{SamplingParams, load_model};
+use crate::rollout::{Episodes, RolloutSettings};
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `host eval`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Writes OUT/<dataset>.jsonl (every rollout with its scores), OUT/report.json and prints a table. \
+Run the same command again to continue an evaluation that was stopped or killed. Examples:
+
+  host eval --plugins ./plugins --limit 8                     # embedded tiny model and world
+  host eval --model runs/research/checkpoints/step-000100/model --index assets/wiki-minilm \\
+            --data musique-dev.jsonl hotpotqa-dev.jsonl --limit 200 --out runs/eval-100")]
+pub struct EvalArgs {
+    /// Policy model folder [default: the embedded tiny model].
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Passage index [default: the embedded world's].
+    #[arg(long, value_name = "DIR")]
+    pub index: Option<PathBuf>,
+    /// FlashRAG QA JSONL files [default: the embedded world's held-out questions].
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub data: Vec<PathBuf>,
+    /// Folder of plugins.
+    #[arg(long, value_name = "DIR", default_value = "plugins")]
+    pub plugins: PathBuf,
+    /// Choose the active plugin of a kind, e.g. `--use reward=searchr1-reward` (repeatable).
+    #[arg(long = "use", value_name = "KIND=NAME")]
+    pub use_plugin: Vec<String>,
+    /// Override a plugin setting, e.g. `--config tag-parser.dialect=searchr1` (repeatable).
+    #[arg(long = "config", value_name = "PLUGIN.KEY=VALUE")]
+    pub plugin_config: Vec<String>,
+    /// Evaluate only the first N questions of each file.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Sampling temperature; 0 is greedy (the papers' evaluation).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Seed of sampled evaluation (unused when greedy).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Response tokens per rollout, observations included.
+    #[arg(long, default_value_t = 512)]
+    pub max_response_tokens: usize,
+    /// Search turns per rollout.
+    #[arg(long, default_value_t = 8)]
+    pub max_turns: u32,
+    /// Tokens of one observation.
+    #[arg(long, default_value_t = 512)]
+    pub max_obs_tokens: usize,
+    /// Passages per search.
+    #[arg(long, default_value_t = 5)]
+    pub top_k: u32,
+    /// Questions rolled out together.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Output folder [default: runs/eval-<unix time>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Cache folder for compiled plugins and the embedded assets.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Runs `host eval`.
+pub fn run(args: EvalArgs) -> Result<ExitCode> {
+    if !(args.temperature.is_finite() && args.temperature >= 0.0) {
+        bail!("--temperature must be ≥ 0");
+    }
+    if args.batch == 0 || args.max_response_tokens == 0 {
+        bail!("--batch and --max-response-tokens must be at least 1");
+    }
+    let mut config = TrainConfig::default();
+    config.model.path = args.model.clone();
+    config.retrieval.index = args.index.clone();
+    config.retrieval.top_k = args.top_k;
+    config.plugins.dir = args.plugins.clone();
+    fold_plugin_flags(&mut config, &args.use_plugin, &args.plugin_config)?;
+
+    // Datasets first: a bad line is reported before anything is built.
+    let mut sets: Vec<(String, QaSet)> = Vec::new();
+    if args.data.is_empty() {
+        sets.push(("world-validation".into(), world_questions()?.1));
+    }
+    for path in &args.data {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| "data".into());
+        let mut name = stem.clone();
+        let mut n = 2;
+        while sets.iter().any(|(existing, _)| *existing == name) {
+            name = format!("{stem}-{n}");
+            n += 1;
+        }
+        sets.push((name, load_qa(path, OnBadRecord::Stop)?));
+    }
+
+    let out = args.out.clone().unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        PathBuf::from("runs").join(format!("eval-{secs}"))
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let settings_json = serde_json::json!({
+        "model": args.model, "index": args.index, "data": args.data, "plugins": config.plugins,
+        "temperature": args.temperature, "seed": args.seed,
+        "max_response_tokens": args.max_response_tokens, "max_turns": args.max_turns,
+        "max_obs_tokens": args.max_obs_tokens, "top_k": args.top_k,
+    });
+    let settings_path = out.join("settings.json");
+    if settings_path.is_file() {
+        let saved: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&settings_path)
+                .with_context(|| format!("cannot read {}", settings_path.display()))?,
+        )
+        .with_context(|| format!("invalid {}", settings_path.display()))?;
+        if saved != settings_json {
+            bail!(
+                "{} holds an evaluation with other settings ({}); continue it with the same flags or choose another --out",
+                out.display(),
+                settings_path.display()
+            );
+        }
+        eprintln!("continuing the evaluation in {}", out.display());
+    } else {
+        write_atomic(
+            &settings_path,
+            serde_json::to_string_pretty(&settings_json)?.as_bytes(),
+        )?;
+    }
+
+    let cache_root = args
+        .cache_dir
+        .clone()
+        .or_else(crate::plugins::engine::default_cache_dir);
+    let Environment {
+        model_dir,
+        plugins,
+        passages,
+    } = prepare_environment(&config, cache_root)?;
+    let model = load_model(&model_dir, DType::F32, &Device::Cpu)?;
+    let stop_sequences = plugins
+        .parser
+        .as_ref()
+        .context("no parser plugin loaded")?
+        .stop_sequences()?;
+    eprintln!(
+        "research-host eval: model {}, index of {passages} passages, plugins {}",
+        model_dir.display(),
+        plugins
+            .loaded
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let episodes = Episodes {
+        model: &model,
+        plugins: &plugins,
+        stop_sequences: &stop_sequences,
+    };
+    let settings = RolloutSettings {
+        group_size: 1,
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            greedy: args.temperature == 0.0,
+            ..SamplingParams::default()
+        },
+        max_response_tokens: args.max_response_tokens,
+        max_turns: args.max_turns,
+        max_obs_tokens: args.max_obs_tokens,
+        top_k: args.top_k,
+    };
+    let options = EvalOptions {
+        limit: args.limit,
+        batch: args.batch,
+        seed: args.seed,
+        progress: !args.quiet,
+    };
+    let mut reports: Vec<DatasetReport> = Vec::new();
+    for (name, set) in &sets {
+        let path = out.join(format!("{name}.jsonl"));
+        reports.push(evaluate(&episodes, set, name, &settings, &options, &path)?);
+    }
+    write_atomic(
+        &out.join("report.json"),
+        serde_json::to_string_pretty(&serde_json::json!({ "datasets": reports }))?.as_bytes(),
+    )?;
+    println!("{}", table(&reports));
+    eprintln!(
+        "rollouts in {}/<dataset>.jsonl, metrics in {}",
+        out.display(),
+        out.join("report.json").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn table(reports: &[DatasetReport]) -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table.set_header([
+        "dataset",
+        "questions",
+        "EM",
+        "F1",
+        "acc",
+        "precision",
+        "recall",
+        "reward",
+        "searches",
+        "response tokens",
+        "finish",
+    ]);
+    for r in reports {
+        let finish: Vec<String> = r.finish.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        table.add_row([
+            r.dataset.clone(),
+            r.questions.to_string(),
+            format!("{:.3}", r.em),
+            format!("{:.3}", r.f1),
+            format!("{:.3}", r.acc),
+            format!("{:.3}", r.precision),
+            format!("{:.3}", r.recall),
+            format!("{:.3}", r.reward),
+            format!("{:.2}", r.searches),
+            format!("{:.0}", r.response_tokens),
+            finish.join(", "),
+        ]);
+    }
+    table
+}

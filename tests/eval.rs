@@ -1,0 +1,160 @@
+//! `host eval` end to end on the embedded tiny model and world: files, metrics, a killed
+//! evaluation continued to the same records, changed settings refused, bad data reported.
+
+mod common;
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn host_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+    command.args(args).current_dir(common::repo_root()).env(
+        "RESEARCH_HOST_CACHE",
+        common::test_cache_dir().parent().unwrap(),
+    );
+    command
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn records(path: &Path) -> Vec<Value> {
+    let mut rows: Vec<Value> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    rows.sort_by_key(|r| r["example"].as_u64().unwrap());
+    rows
+}
+
+const ARGS: [&str; 9] = [
+    "eval",
+    "--plugins=plugins",
+    "--limit=12",
+    "--batch=1",
+    "--max-response-tokens=32",
+    "--top-k=2",
+    "--quiet",
+    "--seed=0",
+    "--temperature=0",
+];
+
+#[test]
+fn eval_writes_records_and_a_report_and_continues_after_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full");
+    let out = host_command(&[&ARGS[..], &["--out", full.to_str().unwrap()]].concat())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("world-validation"), "{}", text(&out));
+    let rows = records(&full.join("world-validation.jsonl"));
+    assert_eq!(rows.len(), 12);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row["example"], i);
+        for key in ["em", "f1", "acc", "precision", "recall"] {
+            let v = row["scores"][key].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v));
+        }
+        assert!(row["response_ids"].as_array().unwrap().len() <= 32);
+    }
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(full.join("report.json")).unwrap()).unwrap();
+    let d = &report["datasets"][0];
+    assert_eq!(d["dataset"], "world-validation");
+    assert_eq!(d["questions"], 12);
+    let finishes: u64 = d["finish"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(finishes, 12);
+    let mean_f1 = rows
+        .iter()
+        .map(|r| r["scores"]["f1"].as_f64().unwrap())
+        .sum::<f64>()
+        / 12.0;
+    assert!((d["f1"].as_f64().unwrap() - mean_f1).abs() < 1e-9);
+
+    // Killed after a few questions, then the same command again: the same records.
+    let killed = dir.path().join("killed");
+    let file = killed.join("world-validation.jsonl");
+    let mut child = host_command(&[&ARGS[..], &["--out", killed.to_str().unwrap()]].concat())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let lines = std::fs::read_to_string(&file)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if lines >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no records appeared");
+        if child.try_wait().unwrap().is_some() {
+            break; // finished before the kill: the continuation below must then be a no-op
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().ok();
+    child.wait().unwrap();
+    // A line cut by the kill is dropped on continuation.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"example\": 99, \"cut"))
+        .unwrap();
+    let out = host_command(&[&ARGS[..], &["--out", killed.to_str().unwrap()]].concat())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("continuing the evaluation"),
+        "{}",
+        text(&out)
+    );
+    let strip = |rows: Vec<Value>| -> Vec<Value> {
+        rows.into_iter()
+            .map(|r| serde_json::json!([r["example"], r["response_ids"], r["scores"], r["finish"]]))
+            .collect()
+    };
+    assert_eq!(strip(records(&file)), strip(rows));
+
+    // Other settings in the same folder are refused.
+    let out = host_command(&[
+        "eval",
+        "--plugins=plugins",
+        "--limit=12",
+        "--max-response-tokens=64",
+        "--out",
+        full.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("other settings"), "{}", text(&out));
+
+    // A bad dataset line names its file and line.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"id\": \"1\", \"question\": \"Q\"}\n").unwrap();
+    let out = host_command(&["eval", "--plugins=plugins", "--data", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("bad.jsonl:1: question 1: no `golden_answers`"),
+        "{}",
+        text(&out)
+    );
+}
