@@ -5,25 +5,10 @@ mod common;
 
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn host_command(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
-    command.args(args).current_dir(common::repo_root()).env(
-        "RESEARCH_HOST_CACHE",
-        common::test_cache_dir().parent().unwrap(),
-    );
-    command
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use common::{host_command, output_text as text};
 
 fn records(path: &Path) -> Vec<Value> {
     let mut rows: Vec<Value> = std::fs::read_to_string(path)

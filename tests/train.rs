@@ -5,28 +5,13 @@ mod common;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn host_command(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
-    command.args(args).current_dir(common::repo_root()).env(
-        "RESEARCH_HOST_CACHE",
-        common::test_cache_dir().parent().unwrap(),
-    );
-    command
-}
+use common::{host_command, output_text as text};
 
 fn host(args: &[&str]) -> Output {
     host_command(args).output().expect("host runs")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn succeed(args: &[&str]) -> String {

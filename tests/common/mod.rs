@@ -322,3 +322,22 @@ pub fn load_http_search(extra_toml: &str) -> Result<SearchPlugin, String> {
         Err(error) => Err(format!("{error:#}")),
     }
 }
+
+/// A `host` command run from the repository root with the tests' cache folder.
+pub fn host_command(args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_host"));
+    command
+        .args(args)
+        .current_dir(repo_root())
+        .env("RESEARCH_HOST_CACHE", test_cache_dir().parent().unwrap());
+    command
+}
+
+/// stdout and stderr of a finished command, together.
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}

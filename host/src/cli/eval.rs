@@ -35,15 +35,8 @@ pub struct EvalArgs {
     /// FlashRAG QA JSONL files [default: the embedded world's held-out questions].
     #[arg(long, value_name = "FILE", num_args = 1..)]
     pub data: Vec<PathBuf>,
-    /// Folder of plugins.
-    #[arg(long, value_name = "DIR", default_value = "plugins")]
-    pub plugins: PathBuf,
-    /// Choose the active plugin of a kind, e.g. `--use reward=searchr1-reward` (repeatable).
-    #[arg(long = "use", value_name = "KIND=NAME")]
-    pub use_plugin: Vec<String>,
-    /// Override a plugin setting, e.g. `--config tag-parser.dialect=searchr1` (repeatable).
-    #[arg(long = "config", value_name = "PLUGIN.KEY=VALUE")]
-    pub plugin_config: Vec<String>,
+    #[command(flatten)]
+    pub plugins: super::PluginArgs,
     /// Evaluate only the first N questions of each file.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -74,9 +67,6 @@ pub struct EvalArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
-    /// Cache folder for compiled plugins and the embedded assets.
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
 }
 
 /// Runs `host eval`.
@@ -91,8 +81,8 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     config.model.path = args.model.clone();
     config.retrieval.index = args.index.clone();
     config.retrieval.top_k = args.top_k;
-    config.plugins.dir = args.plugins.clone();
-    fold_plugin_flags(&mut config, &args.use_plugin, &args.plugin_config)?;
+    config.plugins.dir = args.plugins.plugins.clone();
+    fold_plugin_flags(&mut config, &args.plugins.use_plugin, &args.plugins.config)?;
 
     // Datasets first: a bad line is reported before anything is built.
     let mut sets: Vec<(String, QaSet)> = Vec::new();
@@ -150,6 +140,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     }
 
     let cache_root = args
+        .plugins
         .cache_dir
         .clone()
         .or_else(crate::plugins::engine::default_cache_dir);
