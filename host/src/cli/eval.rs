@@ -103,13 +103,10 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         sets.push((name, load_qa(path, OnBadRecord::Stop)?));
     }
 
-    let out = args.out.clone().unwrap_or_else(|| {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        PathBuf::from("runs").join(format!("eval-{secs}"))
-    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| crate::grpo::trainer::timestamped_run_dir("eval"));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let settings_json = serde_json::json!({
         "model": args.model, "index": args.index, "data": args.data, "plugins": config.plugins,

@@ -118,7 +118,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
                 .run
                 .out
                 .clone()
-                .unwrap_or_else(crate::grpo::trainer::default_run_dir);
+                .unwrap_or_else(|| crate::grpo::trainer::timestamped_run_dir("train"));
             ensure_fresh(&out)?;
             (config, out, false)
         }

@@ -553,7 +553,7 @@ impl Trainer {
     }
 
     /// Greedy rollouts on the held-out questions: EM, F1, mean reward.
-    pub fn validate(&mut self) -> Result<Value> {
+    pub fn validate(&self) -> Result<Value> {
         let limit = match self.config.validation.limit {
             0 => self.inputs.validation.len(),
             n => n.min(self.inputs.validation.len()),
@@ -564,9 +564,9 @@ impl Trainer {
         let mut all = Vec::new();
         let chunk = (self.config.rollout.batch_prompts * self.config.rollout.group_size).max(1);
         let indices: Vec<usize> = (0..limit).collect();
-        let set = self.inputs.validation.clone();
+        let set = &self.inputs.validation;
         for part in indices.chunks(chunk) {
-            let mut t = self.rollouts(&set, part, &settings, u64::MAX, &mut times, &mut errors)?;
+            let mut t = self.rollouts(set, part, &settings, u64::MAX, &mut times, &mut errors)?;
             all.append(&mut t);
         }
         if self.config.logging.trajectories {
@@ -791,11 +791,11 @@ fn brief_step(m: &Value, total: u64) -> String {
     line
 }
 
-/// The run folder's name for a fresh run: runs/train-<unix seconds>.
-pub fn default_run_dir() -> PathBuf {
+/// A fresh output folder: runs/<prefix>-<unix seconds>.
+pub fn timestamped_run_dir(prefix: &str) -> PathBuf {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    Path::new("runs").join(format!("train-{secs}"))
+    Path::new("runs").join(format!("{prefix}-{secs}"))
 }
