@@ -581,3 +581,94 @@ fn embedder_settings_follow_the_folder_e5_prefixes_and_cls_pooling() {
         "{error:#}"
     );
 }
+
+#[test]
+fn corpus_split_writes_flashrag_passages_and_names_bad_articles() {
+    let dir = tempfile::tempdir().unwrap();
+    let articles = dir.path().join("articles.jsonl");
+    let long = (0..210)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    std::fs::write(
+        &articles,
+        format!(
+            "{{\"title\":\"Ada\",\"text\":\"Ada wrote the first program.\"}}\n\
+             {{\"title\":\"Long\",\"extract\":\"{long}\"}}\n"
+        ),
+    )
+    .unwrap();
+    let corpus = dir.path().join("out/corpus.jsonl");
+    let a = articles.to_str().unwrap();
+    let c = corpus.to_str().unwrap();
+    let output = host(&["corpus", "split", a, "--out", c, "--max-words", "100"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("2 articles → 4 passages"),
+        "{}",
+        text(&output)
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&corpus)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["id"], "0");
+    assert_eq!(
+        lines[0]["contents"],
+        "\"Ada\"\nAda wrote the first program."
+    );
+    assert_eq!(
+        lines[3]["contents"],
+        "\"Long\"\nw200 w201 w202 w203 w204 w205 w206 w207 w208 w209"
+    );
+
+    // A bad article stops the split with its line, and the old corpus stays as it was.
+    std::fs::write(
+        &articles,
+        "{\"title\":\"Ada\",\"text\":\"x\"}\n{\"title\":\"B\"}\n",
+    )
+    .unwrap();
+    let output = host(&["corpus", "split", a, "--out", c]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("articles.jsonl:2"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(std::fs::read_to_string(&corpus).unwrap().lines().count(), 4);
+    let output = host(&["corpus", "split", a, "--out", c, "--max-words", "0"]);
+    assert!(!output.status.success());
+}
+
+#[test]
+fn model_fetch_offline_says_what_to_do_instead() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model");
+    let output = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args([
+            "model",
+            "fetch",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "--out",
+        ])
+        .arg(&out)
+        // A closed loopback port stands in for "no internet".
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env("HF_HOME", dir.path().join("hf"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let message = text(&output);
+    assert!(
+        message
+            .contains("cannot fetch HuggingFaceTB/SmolLM2-135M-Instruct from http://127.0.0.1:9")
+            && message.contains("import-gguf"),
+        "{message}"
+    );
+    assert!(!out.exists(), "nothing is left behind");
+    let output = host(&["model", "fetch", "not-an-id"]);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("ORG/NAME"), "{}", text(&output));
+}

@@ -143,3 +143,111 @@ fn eval_writes_records_and_a_report_and_continues_after_a_kill() {
         text(&out)
     );
 }
+
+#[test]
+fn a_judge_model_decides_answers_and_its_raw_outputs_are_kept() {
+    use research_host::eval::judge::{JudgeBackend, JudgeItem, ModelJudge, judge_all};
+    use research_host::model::tiny::{TINY, init_tiny};
+    use research_host::model::{Architecture, load_model};
+
+    let dir = tempfile::tempdir().unwrap();
+    let judge_dir = dir.path().join("judge");
+    init_tiny(Architecture::Qwen2, TINY, 5, None, &judge_dir).unwrap();
+
+    // The model backend: greedy, bounded, one raw output per golden answer.
+    let judge = ModelJudge {
+        model: load_model(
+            &judge_dir,
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap(),
+        max_new_tokens: 12,
+        batch: 2,
+    };
+    let golden = vec!["Paris".to_string(), "City of Paris".to_string()];
+    let items = [
+        JudgeItem {
+            question: "What is the capital of France?",
+            golden_answers: &golden,
+            prediction: Some("paris"),
+        },
+        JudgeItem {
+            question: "What is the capital of France?",
+            golden_answers: &golden,
+            prediction: Some(""),
+        },
+    ];
+    let outcomes = judge_all(&judge as &dyn JudgeBackend, &items).unwrap();
+    assert_eq!(outcomes[0].calls.len(), 2);
+    for call in &outcomes[0].calls {
+        let tokens = judge.model.tokenizer.encode(&call.output).unwrap();
+        assert!(tokens.len() <= 12 + 2, "{:?}", call.output);
+        // A random tiny model writes no verdict: not correct, counted as unparsed.
+        assert_eq!(call.judgement, None);
+    }
+    assert!(!outcomes[0].correct);
+    assert_eq!(outcomes[0].unparsed(), 2);
+    assert_eq!(outcomes[1].skipped.as_deref(), Some("no answer"));
+    // Greedy: the same outputs again.
+    assert_eq!(judge_all(&judge, &items).unwrap(), outcomes);
+
+    // End to end: every record carries the judge's outcome, the report its accuracy.
+    let out = dir.path().join("judged");
+    let args = [
+        &ARGS[..],
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--judge-model",
+            judge_dir.to_str().unwrap(),
+            "--judge-max-tokens=8",
+        ],
+    ]
+    .concat();
+    let run = host_command(&args).output().unwrap();
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(text(&run).contains("judge"), "{}", text(&run));
+    let rows = records(&out.join("world-validation.jsonl"));
+    assert_eq!(rows.len(), 12);
+    let mut calls = 0;
+    for row in &rows {
+        let judge = &row["judge"];
+        assert_eq!(judge["correct"], false, "{row}");
+        let answered = row["answer"].as_str().is_some_and(|a| !a.trim().is_empty());
+        if answered {
+            calls += judge["calls"].as_array().unwrap().len();
+        } else {
+            assert_eq!(judge["skipped"], "no answer");
+        }
+    }
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["datasets"][0]["judge_acc"], 0.0);
+    assert_eq!(report["datasets"][0]["judge_unparsed"], calls);
+
+    // The same folder without the judge is another evaluation: refused.
+    let again = host_command(&[&ARGS[..], &["--out", out.to_str().unwrap()]].concat())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(text(&again).contains("other settings"), "{}", text(&again));
+
+    // A judge folder that is not a model is named.
+    let bad = host_command(
+        &[
+            &ARGS[..],
+            &[
+                "--out",
+                dir.path().join("bad").to_str().unwrap(),
+                "--judge-model",
+                dir.path().to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    )
+    .output()
+    .unwrap();
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("judge model"), "{}", text(&bad));
+}

@@ -8,5 +8,6 @@ pub mod eval;
 pub mod grpo;
 pub mod model;
 pub mod plugins;
+pub mod report;
 pub mod retrieval;
 pub mod rollout;

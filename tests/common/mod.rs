@@ -2,6 +2,8 @@
 //! plugin folders the tests build on the fly.
 #![allow(dead_code)]
 
+pub mod gguf;
+
 use research_host::plugins::{
     DiscoveredPlugin, HostOptions, LoadedPlugin, ParserPlugin, PluginHost, PromptPlugin,
     RewardPlugin, SearchPlugin, discover, guest_build::build_plugin_crate,

@@ -4,6 +4,7 @@
 use super::train::{Environment, fold_plugin_flags, prepare_environment};
 use crate::data::corpus::OnBadRecord;
 use crate::data::qa::{QaSet, load_qa};
+use crate::eval::judge::{JudgeBackend, ModelJudge};
 use crate::eval::{DatasetReport, EvalOptions, evaluate};
 use crate::grpo::TrainConfig;
 use crate::grpo::assets::world_questions;
@@ -64,6 +65,14 @@ pub struct EvalArgs {
     /// Output folder [default: runs/eval-<unix time>].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// LLM-as-judge: a model folder whose verdict (JSON `{"rationale", "judgement"}`) on each
+    /// answer against each golden answer is reported as `judge` accuracy; its raw outputs are
+    /// kept in the records.
+    #[arg(long, value_name = "DIR")]
+    pub judge_model: Option<PathBuf>,
+    /// Tokens per judge verdict at most.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub judge_max_tokens: u32,
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -103,17 +112,31 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         sets.push((name, load_qa(path, OnBadRecord::Stop)?));
     }
 
+    // The judge next: a bad folder is reported before the output folder is claimed.
+    let judge = match &args.judge_model {
+        Some(dir) => Some(ModelJudge {
+            model: load_model(dir, DType::F32, &Device::Cpu)
+                .with_context(|| format!("cannot load the judge model {}", dir.display()))?,
+            max_new_tokens: args.judge_max_tokens as usize,
+            batch: args.batch,
+        }),
+        None => None,
+    };
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| crate::grpo::trainer::timestamped_run_dir("eval"));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let settings_json = serde_json::json!({
+    let mut settings_json = serde_json::json!({
         "model": args.model, "index": args.index, "data": args.data, "plugins": config.plugins,
         "temperature": args.temperature, "seed": args.seed,
         "max_response_tokens": args.max_response_tokens, "max_turns": args.max_turns,
         "max_obs_tokens": args.max_obs_tokens, "top_k": args.top_k,
     });
+    if let Some(judge) = &args.judge_model {
+        settings_json["judge"] =
+            serde_json::json!({ "model": judge, "max_tokens": args.judge_max_tokens });
+    }
     let settings_path = out.join("settings.json");
     if settings_path.is_file() {
         let saved: serde_json::Value = serde_json::from_str(
@@ -180,6 +203,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         top_k: args.top_k,
     };
     let options = EvalOptions {
+        judge: judge.as_ref().map(|j| j as &dyn JudgeBackend),
         limit: args.limit,
         batch: args.batch,
         seed: args.seed,
@@ -206,7 +230,8 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
 fn table(reports: &[DatasetReport]) -> comfy_table::Table {
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-    table.set_header([
+    let judged = reports.iter().any(|r| r.judge_acc.is_some());
+    let mut header = vec![
         "dataset",
         "questions",
         "EM",
@@ -218,10 +243,14 @@ fn table(reports: &[DatasetReport]) -> comfy_table::Table {
         "searches",
         "response tokens",
         "finish",
-    ]);
+    ];
+    if judged {
+        header.push("judge");
+    }
+    table.set_header(header);
     for r in reports {
         let finish: Vec<String> = r.finish.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        table.add_row([
+        let mut row = vec![
             r.dataset.clone(),
             r.questions.to_string(),
             format!("{:.3}", r.em),
@@ -233,7 +262,17 @@ fn table(reports: &[DatasetReport]) -> comfy_table::Table {
             format!("{:.2}", r.searches),
             format!("{:.0}", r.response_tokens),
             finish.join(", "),
-        ]);
+        ];
+        if judged {
+            row.push(match r.judge_acc {
+                Some(acc) if r.judge_unparsed > 0 => {
+                    format!("{acc:.3} ({} unparsed)", r.judge_unparsed)
+                }
+                Some(acc) => format!("{acc:.3}"),
+                None => "-".into(),
+            });
+        }
+        table.add_row(row);
     }
     table
 }

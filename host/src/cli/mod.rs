@@ -1,11 +1,13 @@
 //! Command-line interface: one module per subcommand.
 
+pub mod corpus;
 pub mod embedder;
 pub mod eval;
 pub mod generate;
 pub mod index;
 pub mod model;
 pub mod plugins;
+pub mod report;
 pub mod reward;
 pub mod search;
 pub mod train;
@@ -41,6 +43,9 @@ pub enum Command {
     /// Create sentence embedders and embed texts.
     #[command(subcommand)]
     Embedder(embedder::EmbedderCommand),
+    /// Prepare passage corpora (split articles into FlashRAG passages).
+    #[command(subcommand)]
+    Corpus(corpus::CorpusCommand),
     /// Build, extend and inspect passage indexes (LMDB + arroy).
     #[command(subcommand)]
     Index(index::IndexCommand),
@@ -52,6 +57,9 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Train a policy with GRPO: multi-turn rollouts with search, rewards from the plugins.
     Train(train::TrainArgs),
+    /// Chart a training run (reward, components, length, searches, KL, entropy) as PNGs and
+    /// one HTML page, with a before/after evaluation table.
+    Report(report::ReportArgs),
 }
 
 /// Where plugins come from and which are active; shared by every subcommand that loads them.
@@ -102,11 +110,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Model(command) => model::run(command),
         Command::Generate(args) => generate::run(args),
         Command::Embedder(command) => embedder::run(command),
+        Command::Corpus(command) => corpus::run(command),
         Command::Index(command) => index::run(command),
         Command::Search(args) => search::run_search(args),
         Command::Serve(args) => search::run_serve(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Report(args) => report::run(args),
     }
 }
 

@@ -37,6 +37,22 @@ pub enum ModelCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Download a model folder from the Hugging Face Hub (needs internet; HF_ENDPOINT selects a
+    /// mirror, HF_TOKEN a gated model): config, tokenizer and safetensors weights only.
+    #[command(after_help = "\
+Example: host model fetch HuggingFaceTB/SmolLM2-135M-Instruct --out models/smollm2
+Offline, bring a model folder yourself or convert a GGUF with `host model import-gguf`.")]
+    Fetch {
+        /// The model id, ORG/NAME.
+        id: String,
+        /// A branch, tag or commit [default: main].
+        #[arg(long)]
+        revision: Option<String>,
+        /// Output folder [default: <cache>/models/ORG--NAME, the cache being
+        /// $RESEARCH_HOST_CACHE or ~/.cache/research-host].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Print a model folder's architecture and sizes.
     Info {
         /// The model folder.
@@ -83,6 +99,19 @@ pub fn run(command: ModelCommand) -> Result<ExitCode> {
                 summary.vocab,
                 out.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        ModelCommand::Fetch { id, revision, out } => {
+            let (org, name) = crate::model::fetch::parse_repo_id(&id)?;
+            let out = match out {
+                Some(out) => out,
+                None => crate::plugins::engine::default_cache_dir()
+                    .context("no cache folder: pass --out")?
+                    .join("models")
+                    .join(format!("{org}--{name}")),
+            };
+            let files = crate::model::fetch::fetch_model(&id, revision.as_deref(), &out)?;
+            println!("fetched {id} ({} files) to {}", files.len(), out.display());
             Ok(ExitCode::SUCCESS)
         }
         ModelCommand::Info { dir } => {

@@ -1,4 +1,5 @@
 //! Input data, read as streams where they can be large: passage corpora and QA datasets.
 
+pub mod articles;
 pub mod corpus;
 pub mod qa;

@@ -34,6 +34,9 @@ pub struct EvalRecord {
     #[serde(flatten)]
     pub trajectory: Trajectory,
     pub scores: AnswerScores,
+    /// The LLM judge's decision and raw outputs, when the evaluation used one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<super::judge::JudgeOutcome>,
 }
 
 impl EvalRecord {
@@ -41,12 +44,16 @@ impl EvalRecord {
     pub fn new(trajectory: Trajectory) -> EvalRecord {
         let prediction = trajectory.answer.clone().unwrap_or_default();
         let scores = score_answer(&prediction, &trajectory.golden_answers);
-        EvalRecord { trajectory, scores }
+        EvalRecord {
+            trajectory,
+            scores,
+            judge: None,
+        }
     }
 }
 
 /// Means over a dataset.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DatasetReport {
     pub dataset: String,
     pub questions: usize,
@@ -62,6 +69,12 @@ pub struct DatasetReport {
     pub answered: usize,
     pub finish: BTreeMap<String, usize>,
     pub plugin_errors: usize,
+    /// Fraction the LLM judge found correct (records with a judge outcome only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_acc: Option<f64>,
+    /// Judge outputs that held no readable verdict.
+    #[serde(default)]
+    pub judge_unparsed: usize,
 }
 
 /// Aggregates the records of one dataset.
@@ -89,6 +102,13 @@ pub fn summarise(dataset: &str, records: &[EvalRecord]) -> DatasetReport {
         };
         *report.finish.entry(finish).or_default() += 1;
         report.plugin_errors += usize::from(t.error.is_some());
+    }
+    let judged: Vec<&super::judge::JudgeOutcome> =
+        records.iter().filter_map(|r| r.judge.as_ref()).collect();
+    if !judged.is_empty() {
+        let correct = judged.iter().filter(|j| j.correct).count();
+        report.judge_acc = Some(correct as f64 / judged.len() as f64);
+        report.judge_unparsed = judged.iter().map(|j| j.unparsed()).sum();
     }
     report
 }

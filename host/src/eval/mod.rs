@@ -1,5 +1,6 @@
 //! Evaluation: answer metrics and the `host eval` loop over the training rollout engine.
 
+pub mod judge;
 pub mod metrics;
 pub mod runner;
 

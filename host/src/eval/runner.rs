@@ -12,13 +12,15 @@ use std::io::Write;
 use std::path::Path;
 
 /// How one dataset is evaluated.
-pub struct EvalOptions {
+pub struct EvalOptions<'a> {
     /// At most this many questions (the first ones of the file).
     pub limit: Option<usize>,
     /// Questions rolled out together.
     pub batch: usize,
     pub seed: u64,
     pub progress: bool,
+    /// An LLM judge that also decides each answer (its outputs are kept in the records).
+    pub judge: Option<&'a dyn super::judge::JudgeBackend>,
 }
 
 /// Reads the records already written to `path`, dropping a line cut by a kill (the file is
@@ -51,7 +53,7 @@ pub fn evaluate(
     set: &QaSet,
     name: &str,
     settings: &RolloutSettings,
-    options: &EvalOptions,
+    options: &EvalOptions<'_>,
     records_path: &Path,
 ) -> Result<DatasetReport> {
     let mut records = read_records(records_path)?;
@@ -94,9 +96,25 @@ pub fn evaluate(
         for error in &errors {
             tracing::warn!("{name}: plugin error: {error}");
         }
+        let mut chunk_records: Vec<EvalRecord> =
+            trajectories.into_iter().map(EvalRecord::new).collect();
+        if let Some(judge) = options.judge {
+            let items: Vec<super::judge::JudgeItem> = chunk_records
+                .iter()
+                .map(|r| super::judge::JudgeItem {
+                    question: &r.trajectory.question,
+                    golden_answers: &r.trajectory.golden_answers,
+                    prediction: r.trajectory.answer.as_deref(),
+                })
+                .collect();
+            let outcomes = super::judge::judge_all(judge, &items)
+                .with_context(|| format!("the judge {} failed", judge.name()))?;
+            for (record, outcome) in chunk_records.iter_mut().zip(outcomes) {
+                record.judge = Some(outcome);
+            }
+        }
         let mut text = String::new();
-        for trajectory in trajectories {
-            let record = EvalRecord::new(trajectory);
+        for record in chunk_records {
             text.push_str(&serde_json::to_string(&record)?);
             text.push('\n');
             records.push(record);

@@ -1,0 +1,56 @@
+//! `host report`: the training dynamics of a run folder as PNG charts and one self-contained
+//! HTML page, with a before/after table when evaluation results are given.
+//!
+//! ```text
+//! RUN/report/index.html        the page (charts embedded, works when copied alone)
+//! RUN/report/<chart>.png       one chart per quantity: reward, components, length, …
+//! ```
+
+pub mod charts;
+pub mod evals;
+pub mod html;
+pub mod metrics;
+
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+pub use charts::{Chart, Line};
+pub use evals::EvalRun;
+pub use metrics::RunMetrics;
+
+/// What a report wrote.
+#[derive(Debug, Clone)]
+pub struct ReportFiles {
+    /// The HTML page.
+    pub html: PathBuf,
+    /// Every chart, in page order.
+    pub charts: Vec<PathBuf>,
+}
+
+/// Reads `run_dir`'s metrics (and the given evaluations) and writes the charts and the page
+/// into `out`.
+pub fn write_report(run_dir: &Path, evals: &[EvalRun], out: &Path) -> Result<ReportFiles> {
+    let metrics = RunMetrics::read(&run_dir.join("metrics.jsonl"))?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut written = Vec::new();
+    for chart in charts::training_charts(&metrics) {
+        let path = out.join(format!("{}.png", chart.file_stem));
+        charts::render_png(&chart, &path)
+            .with_context(|| format!("cannot draw the {} chart", chart.title))?;
+        written.push((chart, path));
+    }
+    let config = std::fs::read_to_string(run_dir.join("config.toml")).ok();
+    let page = html::page(&html::PageInput {
+        run_dir,
+        metrics: &metrics,
+        charts: &written,
+        evals,
+        config: config.as_deref(),
+    })?;
+    let html_path = out.join("index.html");
+    crate::grpo::run_dir::write_atomic(&html_path, page.as_bytes())?;
+    Ok(ReportFiles {
+        html: html_path,
+        charts: written.into_iter().map(|(_, path)| path).collect(),
+    })
+}
