@@ -39,11 +39,13 @@ fn plugins_list_shows_every_shipped_plugin() {
         "tag-parser",
         "local-search",
         "http-search",
+        "openai-judge",
     ] {
         assert!(out.contains(name), "{name} missing:\n{out}");
     }
     assert!(out.contains("network: 127.0.0.1:8000"), "{out}");
-    assert!(out.contains("7 plugins"), "{out}");
+    assert!(out.contains("network: 127.0.0.1:8080"), "{out}");
+    assert!(out.contains("8 plugins"), "{out}");
     let json = host(&["plugins", "list", "--plugins", "plugins", "--json"]);
     let rows: serde_json::Value = serde_json::from_slice(&json.stdout).expect("valid JSON");
     let active: Vec<&str> = rows
@@ -57,6 +59,7 @@ fn plugins_list_shows_every_shipped_plugin() {
         active,
         [
             "local-search",
+            "openai-judge",
             "research-prompt",
             "research-reward",
             "tag-parser"
@@ -69,7 +72,7 @@ fn plugins_check_passes_on_the_shipped_plugins() {
     let output = host(&["plugins", "check", "--plugins", "plugins"]);
     let out = text(&output);
     assert!(output.status.success(), "{out}");
-    assert!(out.contains("all 7 plugins passed"), "{out}");
+    assert!(out.contains("all 8 plugins passed"), "{out}");
     assert!(!out.contains("FAIL"), "{out}");
 }
 

@@ -4,12 +4,13 @@
 use super::train::{Environment, fold_plugin_flags, prepare_environment};
 use crate::data::corpus::OnBadRecord;
 use crate::data::qa::{QaSet, load_qa};
-use crate::eval::judge::{JudgeBackend, ModelJudge};
+use crate::eval::judge::{JudgeBackend, ModelJudge, PluginJudge};
 use crate::eval::{DatasetReport, EvalOptions, evaluate};
 use crate::grpo::TrainConfig;
 use crate::grpo::assets::world_questions;
 use crate::grpo::run_dir::write_atomic;
 use crate::model::{SamplingParams, load_model};
+use crate::plugins::{PluginKind, PluginSet};
 use crate::rollout::{Episodes, RolloutSettings};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device};
@@ -68,8 +69,12 @@ pub struct EvalArgs {
     /// LLM-as-judge: a model folder whose verdict (JSON `{"rationale", "judgement"}`) on each
     /// answer against each golden answer is reported as `judge` accuracy; its raw outputs are
     /// kept in the records.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "judge_plugin")]
     pub judge_model: Option<PathBuf>,
+    /// LLM-as-judge through a judge plugin of the --plugins folder (e.g. `openai-judge` for an
+    /// OpenAI-compatible endpoint; set its `url` with --config and grant its network).
+    #[arg(long, value_name = "NAME")]
+    pub judge_plugin: Option<String>,
     /// Tokens per judge verdict at most.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     pub judge_max_tokens: u32,
@@ -113,14 +118,32 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     }
 
     // The judge next: a bad folder is reported before the output folder is claimed.
-    let judge = match &args.judge_model {
-        Some(dir) => Some(ModelJudge {
+    let judge: Option<Box<dyn JudgeBackend>> = match (&args.judge_model, &args.judge_plugin) {
+        (Some(dir), _) => Some(Box::new(ModelJudge {
             model: load_model(dir, DType::F32, &Device::Cpu)
                 .with_context(|| format!("cannot load the judge model {}", dir.display()))?,
             max_new_tokens: args.judge_max_tokens as usize,
             batch: args.batch,
-        }),
-        None => None,
+        })),
+        (None, Some(name)) => {
+            let mut selection = args.plugins.selection()?;
+            selection.parse_use(&format!("judge={name}"))?;
+            let mut set = PluginSet::load(
+                &args.plugins.plugins,
+                &selection,
+                &[PluginKind::Judge],
+                args.plugins.cache_dir(),
+                None,
+            )
+            .with_context(|| format!("cannot load the judge plugin {name}"))?;
+            let plugin = set.judge.take().context("no judge plugin loaded")?;
+            Some(Box::new(PluginJudge {
+                plugin,
+                max_tokens: args.judge_max_tokens,
+                batch: args.batch,
+            }))
+        }
+        (None, None) => None,
     };
     let out = args
         .out
@@ -136,6 +159,10 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     if let Some(judge) = &args.judge_model {
         settings_json["judge"] =
             serde_json::json!({ "model": judge, "max_tokens": args.judge_max_tokens });
+    }
+    if let Some(name) = &args.judge_plugin {
+        settings_json["judge"] =
+            serde_json::json!({ "plugin": name, "max_tokens": args.judge_max_tokens });
     }
     let settings_path = out.join("settings.json");
     if settings_path.is_file() {
@@ -203,7 +230,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         top_k: args.top_k,
     };
     let options = EvalOptions {
-        judge: judge.as_ref().map(|j| j as &dyn JudgeBackend),
+        judge: judge.as_deref(),
         limit: args.limit,
         batch: args.batch,
         seed: args.seed,

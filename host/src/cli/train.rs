@@ -244,7 +244,7 @@ pub fn prepare_environment(
     let plugins = PluginSet::load(
         &config.plugins.dir,
         &selection,
-        &PluginKind::ALL,
+        &PluginKind::ROLLOUT,
         cache_root.map(|c| c.join("components")),
         Some(retriever),
     )?;

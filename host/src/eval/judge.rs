@@ -7,7 +7,7 @@
 //! is counted as `unparsed`.
 
 use crate::model::{Engine, LoadedModel, SamplingParams, StopRules};
-use crate::plugins::Message;
+use crate::plugins::{JudgePlugin, Message};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +66,29 @@ impl JudgeBackend for ModelJudge {
             for sequence in engine.sequences() {
                 outputs.push(self.model.tokenizer.decode(sequence.response())?);
             }
+        }
+        Ok(outputs)
+    }
+}
+
+/// A judge behind a judge plugin (an OpenAI-compatible endpoint through `openai-judge`, say).
+pub struct PluginJudge {
+    pub plugin: JudgePlugin,
+    /// Tokens per verdict at most.
+    pub max_tokens: u32,
+    /// Prompts per plugin call.
+    pub batch: usize,
+}
+
+impl JudgeBackend for PluginJudge {
+    fn name(&self) -> String {
+        format!("plugin {}", self.plugin.name())
+    }
+
+    fn complete(&self, prompts: &[Vec<Message>]) -> Result<Vec<String>> {
+        let mut outputs = Vec::with_capacity(prompts.len());
+        for chunk in prompts.chunks(self.batch.max(1)) {
+            outputs.extend(self.plugin.complete(chunk, self.max_tokens)?);
         }
         Ok(outputs)
     }

@@ -1,12 +1,13 @@
 //! The built-in conformance suite of `host plugins check`: what every plugin of a kind must do,
 //! whatever reference system it imitates.
 
+use super::judge::JudgePlugin;
 use super::loader::LoadedPlugin;
 use super::parser::ParserPlugin;
 use super::prompt::PromptPlugin;
 use super::reward::RewardPlugin;
 use super::search::SearchPlugin;
-use super::types::{Finish, Passage, Rendered, RewardSample};
+use super::types::{Finish, Message, Passage, Rendered, RewardSample};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +33,7 @@ pub fn check(plugin: &LoadedPlugin, network: bool) -> Vec<Check> {
         LoadedPlugin::Prompt(p) => prompt_checks(p),
         LoadedPlugin::Parser(p) => parser_checks(p),
         LoadedPlugin::Search(p) => search_checks(p, network),
+        LoadedPlugin::Judge(p) => judge_checks(p, network),
     }
 }
 
@@ -300,6 +302,39 @@ fn search_checks(plugin: &SearchPlugin, network: bool) -> Vec<Check> {
                     .map(|_| ())
                     .map_err(|e| e.to_string()),
             ),
+        },
+    ]
+}
+
+fn judge_checks(plugin: &JudgePlugin, network: bool) -> Vec<Check> {
+    let prompt = |text: &str| {
+        vec![Message {
+            role: "user".into(),
+            content: text.into(),
+        }]
+    };
+    let prompts = vec![prompt("Say yes."), prompt("Say no.")];
+    let live = plugin.complete(&prompts, 8);
+    if let (true, Err(error)) = (network, &live) {
+        return vec![Check {
+            name: "completes a batch of prompts",
+            outcome: Outcome::Warn(format!(
+                "its endpoint did not answer (is it running?): {error}"
+            )),
+        }];
+    }
+    vec![
+        Check {
+            name: "completes a batch of prompts, one text each",
+            outcome: outcome(live.map(|_| ()).map_err(|e| e.to_string())),
+        },
+        Check {
+            name: "answers an empty batch with no texts",
+            outcome: outcome(match plugin.complete(&[], 8) {
+                Ok(texts) if texts.is_empty() => Ok(()),
+                Ok(texts) => Err(format!("{} texts for no prompts", texts.len())),
+                Err(e) => Err(e.to_string()),
+            }),
         },
     ]
 }

@@ -5,6 +5,7 @@ use super::discovery::{DiscoveredPlugin, PluginSource};
 use super::engine::PluginEngine;
 use super::guest_build::build_plugin_crate;
 use super::instance::{InstancePool, PluginIdentity};
+use super::judge::{JudgeBindings, JudgePlugin};
 use super::manifest::{Capabilities, Limits};
 use super::parser::{ParserBindings, ParserPlugin};
 use super::prompt::{PromptBindings, PromptPlugin};
@@ -13,7 +14,7 @@ use super::reward::{RewardBindings, RewardPlugin};
 use super::sandbox::HostState;
 use super::search::{SearchBindings, SearchPlugin};
 use super::types::PluginKind;
-use super::wit::{self, ContractVersion, since_v0_1_0 as v0_1_0};
+use super::wit::{self, ContractVersion, since_v0_1_0 as v0_1_0, since_v0_2_0 as v0_2_0};
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -35,6 +36,7 @@ pub enum LoadedPlugin {
     Prompt(PromptPlugin),
     Parser(ParserPlugin),
     Search(SearchPlugin),
+    Judge(JudgePlugin),
 }
 
 /// What the host knows about a loaded plugin.
@@ -67,6 +69,7 @@ impl PluginHost {
         let mut linker = Linker::new(engine.engine());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
         v0_1_0::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        v0_2_0::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         let mut network_linker = linker.clone();
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut network_linker)
             .map_err(anyhow::Error::from)?;
@@ -142,57 +145,73 @@ impl PluginHost {
         };
         let retriever = self.retriever.clone();
         let engine = Arc::clone(&self.engine);
-        let loaded = match contract.version {
-            ContractVersion::V0_1_0 => match manifest.kind {
-                PluginKind::Reward => {
-                    let pre =
-                        v0_1_0::reward::RewardPluginPre::new(pre).map_err(anyhow::Error::from)?;
-                    let pool = InstancePool::new(
-                        identity,
-                        engine,
-                        Box::new(move |store| Ok(RewardBindings::V0_1_0(pre.instantiate(store)?))),
-                        retriever,
-                    );
-                    pool.warm_up()?;
-                    LoadedPlugin::Reward(RewardPlugin { pool })
-                }
-                PluginKind::Prompt => {
-                    let pre =
-                        v0_1_0::prompt::PromptPluginPre::new(pre).map_err(anyhow::Error::from)?;
-                    let pool = InstancePool::new(
-                        identity,
-                        engine,
-                        Box::new(move |store| Ok(PromptBindings::V0_1_0(pre.instantiate(store)?))),
-                        retriever,
-                    );
-                    pool.warm_up()?;
-                    LoadedPlugin::Prompt(PromptPlugin { pool })
-                }
-                PluginKind::Parser => {
-                    let pre =
-                        v0_1_0::parser::ParserPluginPre::new(pre).map_err(anyhow::Error::from)?;
-                    let pool = InstancePool::new(
-                        identity,
-                        engine,
-                        Box::new(move |store| Ok(ParserBindings::V0_1_0(pre.instantiate(store)?))),
-                        retriever,
-                    );
-                    pool.warm_up()?;
-                    LoadedPlugin::Parser(ParserPlugin { pool })
-                }
-                PluginKind::Search => {
-                    let pre =
-                        v0_1_0::search::SearchPluginPre::new(pre).map_err(anyhow::Error::from)?;
-                    let pool = InstancePool::new(
-                        identity,
-                        engine,
-                        Box::new(move |store| Ok(SearchBindings::V0_1_0(pre.instantiate(store)?))),
-                        retriever,
-                    );
-                    pool.warm_up()?;
-                    LoadedPlugin::Search(SearchPlugin { pool })
-                }
-            },
+        // One pool of instances per plugin, warmed up so that a broken plugin fails here.
+        macro_rules! start {
+            ($instantiate:expr) => {{
+                let pool = InstancePool::new(identity, engine, Box::new($instantiate), retriever);
+                pool.warm_up()?;
+                pool
+            }};
+        }
+        let e = anyhow::Error::from;
+        let loaded = match (contract.version, manifest.kind) {
+            (ContractVersion::V0_1_0, PluginKind::Reward) => {
+                let pre = v0_1_0::reward::RewardPluginPre::new(pre).map_err(e)?;
+                LoadedPlugin::Reward(RewardPlugin {
+                    pool: start!(move |s| Ok(RewardBindings::V0_1_0(pre.instantiate(s)?))),
+                })
+            }
+            (ContractVersion::V0_1_0, PluginKind::Prompt) => {
+                let pre = v0_1_0::prompt::PromptPluginPre::new(pre).map_err(e)?;
+                LoadedPlugin::Prompt(PromptPlugin {
+                    pool: start!(move |s| Ok(PromptBindings::V0_1_0(pre.instantiate(s)?))),
+                })
+            }
+            (ContractVersion::V0_1_0, PluginKind::Parser) => {
+                let pre = v0_1_0::parser::ParserPluginPre::new(pre).map_err(e)?;
+                LoadedPlugin::Parser(ParserPlugin {
+                    pool: start!(move |s| Ok(ParserBindings::V0_1_0(pre.instantiate(s)?))),
+                })
+            }
+            (ContractVersion::V0_1_0, PluginKind::Search) => {
+                let pre = v0_1_0::search::SearchPluginPre::new(pre).map_err(e)?;
+                LoadedPlugin::Search(SearchPlugin {
+                    pool: start!(move |s| Ok(SearchBindings::V0_1_0(pre.instantiate(s)?))),
+                })
+            }
+            (ContractVersion::V0_1_0, PluginKind::Judge) => {
+                bail!("the judge kind needs contract version 0.2.0 or later")
+            }
+            (ContractVersion::V0_2_0, PluginKind::Reward) => {
+                let pre = v0_2_0::reward::RewardPluginPre::new(pre).map_err(e)?;
+                LoadedPlugin::Reward(RewardPlugin {
+                    pool: start!(move |s| Ok(RewardBindings::V0_2_0(pre.instantiate(s)?))),
+                })
+            }
+            (ContractVersion::V0_2_0, PluginKind::Prompt) => {
+                let pre = v0_2_0::prompt::PromptPluginPre::new(pre).map_err(e)?;
+                LoadedPlugin::Prompt(PromptPlugin {
+                    pool: start!(move |s| Ok(PromptBindings::V0_2_0(pre.instantiate(s)?))),
+                })
+            }
+            (ContractVersion::V0_2_0, PluginKind::Parser) => {
+                let pre = v0_2_0::parser::ParserPluginPre::new(pre).map_err(e)?;
+                LoadedPlugin::Parser(ParserPlugin {
+                    pool: start!(move |s| Ok(ParserBindings::V0_2_0(pre.instantiate(s)?))),
+                })
+            }
+            (ContractVersion::V0_2_0, PluginKind::Search) => {
+                let pre = v0_2_0::search::SearchPluginPre::new(pre).map_err(e)?;
+                LoadedPlugin::Search(SearchPlugin {
+                    pool: start!(move |s| Ok(SearchBindings::V0_2_0(pre.instantiate(s)?))),
+                })
+            }
+            (ContractVersion::V0_2_0, PluginKind::Judge) => {
+                let pre = v0_2_0::judge::JudgePluginPre::new(pre).map_err(e)?;
+                LoadedPlugin::Judge(JudgePlugin {
+                    pool: start!(move |s| Ok(JudgeBindings::V0_2_0(pre.instantiate(s)?))),
+                })
+            }
         };
         let info = PluginInfo {
             name: manifest.name.clone(),

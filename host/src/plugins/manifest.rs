@@ -188,8 +188,9 @@ mod tests {
 
     #[test]
     fn bad_manifests_say_what_is_wrong() {
-        let err = Manifest::parse("name = \"x\"\nkind = \"judge\"\nversion = \"1\"\n").unwrap_err();
-        assert!(format!("{err:#}").contains("judge"), "{err:#}");
+        let err =
+            Manifest::parse("name = \"x\"\nkind = \"critic\"\nversion = \"1\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("critic"), "{err:#}");
         let err =
             Manifest::parse("name = \"X Y\"\nkind = \"reward\"\nversion = \"1\"\n").unwrap_err();
         assert!(err.to_string().contains("name"), "{err}");

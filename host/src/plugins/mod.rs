@@ -1,4 +1,4 @@
-//! The sandboxed plugin runtime: Wasm components (reward, prompt, parser, search) found in a
+//! The sandboxed plugin runtime: Wasm components (reward, prompt, parser, search, judge) found in a
 //! `--plugins` folder, built or read, compiled once (cached on disk), and called under per-call
 //! limits. A failing plugin yields a [`PluginError`] naming the plugin, the function and the
 //! cause; the host and the other plugins keep working.
@@ -6,7 +6,8 @@
 //! Layout: [`manifest`] and [`discovery`] read folders, [`guest_build`] builds crates,
 //! [`engine`] compiles and caches, [`sandbox`] is what an instance sees, [`instance`] pools
 //! instances and enforces limits, [`wit`] holds the versioned contract bindings, and the
-//! per-kind wrappers ([`reward`], [`prompt`], [`parser`], [`search`]) validate outputs.
+//! per-kind wrappers ([`reward`], [`prompt`], [`parser`], [`search`], [`judge`]) validate
+//! outputs.
 
 pub mod conformance;
 pub mod discovery;
@@ -14,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod guest_build;
 pub mod instance;
+pub mod judge;
 pub mod loader;
 pub mod manifest;
 pub mod parser;
@@ -28,6 +30,7 @@ pub mod wit;
 
 pub use discovery::{DiscoveredPlugin, PluginSource, Selection, discover};
 pub use error::{Failure, PluginError};
+pub use judge::JudgePlugin;
 pub use loader::{HostOptions, LoadedPlugin, PluginHost, PluginInfo};
 pub use manifest::{Capabilities, Limits, Manifest};
 pub use parser::ParserPlugin;

@@ -3,11 +3,12 @@
 use super::error::PluginError;
 use super::instance::{InstancePool, OutputSize};
 use super::types::{Action, Passage};
-use super::wit::since_v0_1_0 as v0_1_0;
+use super::wit::{since_v0_1_0 as v0_1_0, since_v0_2_0 as v0_2_0};
 
 /// The bindings of a parser plugin, by contract version.
 pub(crate) enum ParserBindings {
     V0_1_0(v0_1_0::parser::ParserPlugin),
+    V0_2_0(v0_2_0::parser::ParserPlugin),
 }
 
 /// A loaded parser plugin.
@@ -38,6 +39,7 @@ impl ParserPlugin {
         const FUNCTION: &str = "parser.stop-sequences";
         let sequences = self.pool.call(FUNCTION, |bindings, store| match bindings {
             ParserBindings::V0_1_0(b) => v0_1_0::stop_sequences(b, store),
+            ParserBindings::V0_2_0(b) => v0_2_0::stop_sequences(b, store),
         })?;
         let problem = if sequences.len() > MAX_STOP_SEQUENCES {
             Some(format!(
@@ -57,6 +59,7 @@ impl ParserPlugin {
         self.pool
             .call("parser.parse", |bindings, store| match bindings {
                 ParserBindings::V0_1_0(b) => v0_1_0::parse(b, store, turn),
+                ParserBindings::V0_2_0(b) => v0_2_0::parse(b, store, turn),
             })
     }
 
@@ -65,6 +68,7 @@ impl ParserPlugin {
         self.pool
             .call("parser.format-results", |bindings, store| match bindings {
                 ParserBindings::V0_1_0(b) => v0_1_0::format_results(b, store, query, passages),
+                ParserBindings::V0_2_0(b) => v0_2_0::format_results(b, store, query, passages),
             })
     }
 }

@@ -3,11 +3,12 @@
 use super::error::PluginError;
 use super::instance::{InstancePool, OutputSize};
 use super::types::Rendered;
-use super::wit::since_v0_1_0 as v0_1_0;
+use super::wit::{since_v0_1_0 as v0_1_0, since_v0_2_0 as v0_2_0};
 
 /// The bindings of a prompt plugin, by contract version.
 pub(crate) enum PromptBindings {
     V0_1_0(v0_1_0::prompt::PromptPlugin),
+    V0_2_0(v0_2_0::prompt::PromptPlugin),
 }
 
 /// A loaded prompt plugin.
@@ -42,6 +43,7 @@ impl PromptPlugin {
         const FUNCTION: &str = "prompt.render";
         let result = self.pool.call(FUNCTION, |bindings, store| match bindings {
             PromptBindings::V0_1_0(b) => v0_1_0::render(b, store, question),
+            PromptBindings::V0_2_0(b) => v0_2_0::render(b, store, question),
         })?;
         let rendered = self.pool.guest_result(FUNCTION, result)?;
         let problem = match &rendered {

@@ -3,11 +3,12 @@
 use super::error::PluginError;
 use super::instance::{InstancePool, OutputSize};
 use super::types::{RewardSample, RewardScore};
-use super::wit::since_v0_1_0 as v0_1_0;
+use super::wit::{since_v0_1_0 as v0_1_0, since_v0_2_0 as v0_2_0};
 
 /// The bindings of a reward plugin, by contract version.
 pub(crate) enum RewardBindings {
     V0_1_0(v0_1_0::reward::RewardPlugin),
+    V0_2_0(v0_2_0::reward::RewardPlugin),
 }
 
 /// A loaded reward plugin.
@@ -40,6 +41,7 @@ impl RewardPlugin {
         const FUNCTION: &str = "reward.score";
         let result = self.pool.call(FUNCTION, |bindings, store| match bindings {
             RewardBindings::V0_1_0(b) => v0_1_0::score(b, store, sample),
+            RewardBindings::V0_2_0(b) => v0_2_0::score(b, store, sample),
         })?;
         let score = self.pool.guest_result(FUNCTION, result)?;
         let problem = validate(&score).err();

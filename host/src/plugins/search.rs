@@ -3,11 +3,12 @@
 use super::error::PluginError;
 use super::instance::{InstancePool, OutputSize};
 use super::types::Passage;
-use super::wit::since_v0_1_0 as v0_1_0;
+use super::wit::{since_v0_1_0 as v0_1_0, since_v0_2_0 as v0_2_0};
 
 /// The bindings of a search plugin, by contract version.
 pub(crate) enum SearchBindings {
     V0_1_0(v0_1_0::search::SearchPlugin),
+    V0_2_0(v0_2_0::search::SearchPlugin),
 }
 
 /// A loaded search plugin.
@@ -33,6 +34,7 @@ impl SearchPlugin {
         const FUNCTION: &str = "search.search";
         let result = self.pool.call(FUNCTION, |bindings, store| match bindings {
             SearchBindings::V0_1_0(b) => v0_1_0::search(b, store, queries, top_k),
+            SearchBindings::V0_2_0(b) => v0_2_0::search(b, store, queries, top_k),
         })?;
         let lists = self.pool.guest_result(FUNCTION, result)?;
         let problem = if lists.len() != queries.len() {

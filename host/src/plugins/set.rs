@@ -1,6 +1,7 @@
 //! The active plugins of a run: one per kind, chosen from a `--plugins` folder.
 
 use super::discovery::{DiscoveredPlugin, Selection, discover};
+use super::judge::JudgePlugin;
 use super::loader::{HostOptions, LoadedPlugin, PluginHost, PluginInfo};
 use super::parser::ParserPlugin;
 use super::prompt::PromptPlugin;
@@ -19,6 +20,8 @@ pub struct PluginSet {
     pub prompt: Option<PromptPlugin>,
     pub parser: Option<ParserPlugin>,
     pub search: Option<SearchPlugin>,
+    /// Loaded only when asked for (LLM-as-judge through a plugin).
+    pub judge: Option<JudgePlugin>,
     /// What was loaded, in kind order.
     pub loaded: Vec<PluginInfo>,
 }
@@ -39,8 +42,13 @@ impl PluginSet {
             match selection.resolve(root, &discovered, kind)? {
                 Some(plugin) => chosen.push(plugin),
                 None => bail!(
-                    "{} has no {kind} plugin (a run needs one of each kind: reward, prompt, parser, search)",
-                    root.display()
+                    "{} has no {kind} plugin{}",
+                    root.display(),
+                    if kind == PluginKind::Judge {
+                        ""
+                    } else {
+                        " (a run needs one of each kind: reward, prompt, parser, search)"
+                    }
                 ),
             }
         }
@@ -58,6 +66,7 @@ impl PluginSet {
             prompt: None,
             parser: None,
             search: None,
+            judge: None,
             loaded: Vec::new(),
         };
         let empty = Default::default();
@@ -73,6 +82,7 @@ impl PluginSet {
                 LoadedPlugin::Prompt(p) => set.prompt = Some(p),
                 LoadedPlugin::Parser(p) => set.parser = Some(p),
                 LoadedPlugin::Search(p) => set.search = Some(p),
+                LoadedPlugin::Judge(p) => set.judge = Some(p),
             }
         }
         Ok(set)

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// The four kinds of plugin.
+/// The kinds of plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PluginKind {
@@ -13,11 +13,22 @@ pub enum PluginKind {
     Prompt,
     Parser,
     Search,
+    /// A language model that completes the LLM-as-judge's prompts (contract 0.2.0 on).
+    Judge,
 }
 
 impl PluginKind {
     /// Every kind, in display order.
-    pub const ALL: [PluginKind; 4] = [
+    pub const ALL: [PluginKind; 5] = [
+        PluginKind::Reward,
+        PluginKind::Prompt,
+        PluginKind::Parser,
+        PluginKind::Search,
+        PluginKind::Judge,
+    ];
+
+    /// The kinds a rollout needs (training and evaluation); a judge is optional.
+    pub const ROLLOUT: [PluginKind; 4] = [
         PluginKind::Reward,
         PluginKind::Prompt,
         PluginKind::Parser,
@@ -31,6 +42,7 @@ impl PluginKind {
             PluginKind::Prompt => "prompt",
             PluginKind::Parser => "parser",
             PluginKind::Search => "search",
+            PluginKind::Judge => "judge",
         }
     }
 }
@@ -48,7 +60,9 @@ impl FromStr for PluginKind {
             .into_iter()
             .find(|kind| kind.interface() == s)
             .ok_or_else(|| {
-                format!("unknown plugin kind `{s}` (expected reward, prompt, parser or search)")
+                format!(
+                    "unknown plugin kind `{s}` (expected reward, prompt, parser, search or judge)"
+                )
             })
     }
 }

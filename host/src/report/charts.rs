@@ -149,6 +149,8 @@ pub fn render_png(chart: &Chart, path: &Path) -> Result<()> {
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let points = || chart.lines.iter().flat_map(|l| l.points.iter());
     let x = padded_range(points().map(|p| p.0));
+    // About one label per step on short runs, at most 12.
+    let x_labels = ((x.end - x.start).floor() as usize + 1).clamp(2, 12);
     let y = padded_range(points().map(|p| p.1));
     let mut plot = ChartBuilder::on(&root)
         .caption(&chart.title, ("sans-serif", 22))
@@ -159,6 +161,7 @@ pub fn render_png(chart: &Chart, path: &Path) -> Result<()> {
         .map_err(|e| err(&e))?;
     plot.configure_mesh()
         .x_desc("step")
+        .x_labels(x_labels)
         .x_label_formatter(&|x| {
             if x.fract() == 0.0 {
                 format!("{x:.0}")

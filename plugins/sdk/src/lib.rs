@@ -25,6 +25,7 @@
 //! | prompt | [`prompt::Prompt`]     | [`export_prompt!`] |
 //! | parser | [`parser::Parser`]     | [`export_parser!`] |
 //! | search | [`search::Search`]     | [`export_search!`] |
+//! | judge  | [`judge::Judge`]       | [`export_judge!`]  |
 //!
 //! Settings come from the `[config]` table of the plugin's `plugin.toml` through [`config`].
 //! Plugins run sandboxed: no files, no network (unless granted), no environment.
@@ -38,13 +39,13 @@ pub mod __private {
     pub use wit_bindgen;
 }
 
-/// Generated bindings, one module per world of `research:plugins@0.1.0`. Not part of the API.
+/// Generated bindings, one module per world of `research:plugins@0.2.0`. Not part of the API.
 #[doc(hidden)]
 pub mod bindings {
     pub mod reward {
         wit_bindgen::generate!({
             world: "reward-plugin",
-            path: "../../wit/since_v0.1.0",
+            path: "../../wit/since_v0.2.0",
             pub_export_macro: true,
             export_macro_name: "__export_reward_world",
             default_bindings_module: "::research_sdk::bindings::reward",
@@ -54,42 +55,56 @@ pub mod bindings {
     pub mod prompt {
         wit_bindgen::generate!({
             world: "prompt-plugin",
-            path: "../../wit/since_v0.1.0",
+            path: "../../wit/since_v0.2.0",
             pub_export_macro: true,
             export_macro_name: "__export_prompt_world",
             default_bindings_module: "::research_sdk::bindings::prompt",
             runtime_path: "::research_sdk::__private::wit_bindgen::rt",
             with: {
-                "research:plugins/types@0.1.0": ::research_sdk::bindings::reward::research::plugins::types,
-                "research:plugins/config@0.1.0": ::research_sdk::bindings::reward::research::plugins::config,
+                "research:plugins/types@0.2.0": ::research_sdk::bindings::reward::research::plugins::types,
+                "research:plugins/config@0.2.0": ::research_sdk::bindings::reward::research::plugins::config,
             },
         });
     }
     pub mod parser {
         wit_bindgen::generate!({
             world: "parser-plugin",
-            path: "../../wit/since_v0.1.0",
+            path: "../../wit/since_v0.2.0",
             pub_export_macro: true,
             export_macro_name: "__export_parser_world",
             default_bindings_module: "::research_sdk::bindings::parser",
             runtime_path: "::research_sdk::__private::wit_bindgen::rt",
             with: {
-                "research:plugins/types@0.1.0": ::research_sdk::bindings::reward::research::plugins::types,
-                "research:plugins/config@0.1.0": ::research_sdk::bindings::reward::research::plugins::config,
+                "research:plugins/types@0.2.0": ::research_sdk::bindings::reward::research::plugins::types,
+                "research:plugins/config@0.2.0": ::research_sdk::bindings::reward::research::plugins::config,
+            },
+        });
+    }
+    pub mod judge {
+        wit_bindgen::generate!({
+            world: "judge-plugin",
+            path: "../../wit/since_v0.2.0",
+            pub_export_macro: true,
+            export_macro_name: "__export_judge_world",
+            default_bindings_module: "::research_sdk::bindings::judge",
+            runtime_path: "::research_sdk::__private::wit_bindgen::rt",
+            with: {
+                "research:plugins/types@0.2.0": ::research_sdk::bindings::reward::research::plugins::types,
+                "research:plugins/config@0.2.0": ::research_sdk::bindings::reward::research::plugins::config,
             },
         });
     }
     pub mod search {
         wit_bindgen::generate!({
             world: "search-plugin",
-            path: "../../wit/since_v0.1.0",
+            path: "../../wit/since_v0.2.0",
             pub_export_macro: true,
             export_macro_name: "__export_search_world",
             default_bindings_module: "::research_sdk::bindings::search",
             runtime_path: "::research_sdk::__private::wit_bindgen::rt",
             with: {
-                "research:plugins/types@0.1.0": ::research_sdk::bindings::reward::research::plugins::types,
-                "research:plugins/config@0.1.0": ::research_sdk::bindings::reward::research::plugins::config,
+                "research:plugins/types@0.2.0": ::research_sdk::bindings::reward::research::plugins::types,
+                "research:plugins/config@0.2.0": ::research_sdk::bindings::reward::research::plugins::config,
             },
         });
     }
@@ -106,3 +121,5 @@ pub mod prompt;
 pub mod parser;
 
 pub mod search;
+
+pub mod judge;

@@ -6,6 +6,7 @@
 //! loading.
 
 pub mod since_v0_1_0;
+pub mod since_v0_2_0;
 
 use super::types::PluginKind;
 use anyhow::{Result, bail};
@@ -13,12 +14,13 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// The contract versions this host can load, oldest first.
-pub const SUPPORTED_VERSIONS: &[&str] = &[since_v0_1_0::VERSION];
+pub const SUPPORTED_VERSIONS: &[&str] = &[since_v0_1_0::VERSION, since_v0_2_0::VERSION];
 
 /// The contract version a component speaks, read from the versioned names of its exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContractVersion {
     V0_1_0,
+    V0_2_0,
 }
 
 impl ContractVersion {
@@ -26,6 +28,7 @@ impl ContractVersion {
     pub fn as_str(self) -> &'static str {
         match self {
             ContractVersion::V0_1_0 => since_v0_1_0::VERSION,
+            ContractVersion::V0_2_0 => since_v0_2_0::VERSION,
         }
     }
 }
@@ -56,7 +59,7 @@ pub fn exported_contract(component: &Component, engine: &Engine) -> Result<Contr
     let (kind, version, name) = match found.as_slice() {
         [one] => one.clone(),
         [] => bail!(
-            "the component exports no plugin interface (expected one of research:plugins/{{reward,prompt,parser,search}}@{}); was it built with research-sdk?",
+            "the component exports no plugin interface (expected one of research:plugins/{{reward,prompt,parser,search,judge}}@{}); was it built with research-sdk?",
             SUPPORTED_VERSIONS.join("|")
         ),
         several => bail!(
@@ -84,6 +87,7 @@ fn match_version(version: &str) -> Option<ContractVersion> {
     let (major, minor) = (parts.next()?, parts.next()?);
     match (major, minor) {
         ("0", "1") => Some(ContractVersion::V0_1_0),
+        ("0", "2") => Some(ContractVersion::V0_2_0),
         _ => None,
     }
 }
@@ -113,7 +117,9 @@ mod tests {
     fn versions() {
         assert_eq!(match_version("0.1.0"), Some(ContractVersion::V0_1_0));
         assert_eq!(match_version("0.1.7"), Some(ContractVersion::V0_1_0));
-        assert_eq!(match_version("0.2.0"), None);
+        assert_eq!(match_version("0.2.0"), Some(ContractVersion::V0_2_0));
+        assert_eq!(match_version("0.2.3"), Some(ContractVersion::V0_2_0));
+        assert_eq!(match_version("0.3.0"), None);
         assert_eq!(match_version("1.0.0"), None);
         assert_eq!(match_version(""), None);
     }

@@ -82,21 +82,30 @@ impl search::research::plugins::retriever::Host for HostState {
         queries: Vec<String>,
         top_k: u32,
     ) -> Result<Vec<Vec<wit::Passage>>, String> {
-        let retriever = self
-            .retriever
-            .as_ref()
-            .ok_or("this run has no index: start it with an index for local-search")?;
-        let results = retriever
-            .retrieve(&queries, top_k as usize)
-            .map_err(|error| format!("{error:#}"))?;
-        Ok(results
-            .into_iter()
-            .map(|passages| passages.into_iter().map(passage_to_wit).collect())
-            .collect())
+        retrieve_for_guest(self, &queries, top_k)
     }
 }
 
-fn passage_to_wit(p: host::Passage) -> wit::Passage {
+/// `retriever.retrieve` for a guest: the run's index, or an error when it has none.
+pub(crate) fn retrieve_for_guest(
+    state: &HostState,
+    queries: &[String],
+    top_k: u32,
+) -> Result<Vec<Vec<wit::Passage>>, String> {
+    let retriever = state
+        .retriever
+        .as_ref()
+        .ok_or("this run has no index: start it with an index for local-search")?;
+    let results = retriever
+        .retrieve(queries, top_k as usize)
+        .map_err(|error| format!("{error:#}"))?;
+    Ok(results
+        .into_iter()
+        .map(|passages| passages.into_iter().map(passage_to_wit).collect())
+        .collect())
+}
+
+pub(crate) fn passage_to_wit(p: host::Passage) -> wit::Passage {
     wit::Passage {
         id: p.id,
         title: p.title,
@@ -105,7 +114,7 @@ fn passage_to_wit(p: host::Passage) -> wit::Passage {
     }
 }
 
-fn passage_from_wit(p: wit::Passage) -> host::Passage {
+pub(crate) fn passage_from_wit(p: wit::Passage) -> host::Passage {
     host::Passage {
         id: p.id,
         title: p.title,
@@ -114,13 +123,34 @@ fn passage_from_wit(p: wit::Passage) -> host::Passage {
     }
 }
 
-fn finish_to_wit(finish: &host::Finish) -> wit::Finish {
+pub(crate) fn finish_to_wit(finish: &host::Finish) -> wit::Finish {
     match finish {
         host::Finish::Eos => wit::Finish::Eos,
         host::Finish::Stop(sequence) => wit::Finish::Stop(sequence.clone()),
         host::Finish::Length => wit::Finish::Length,
         host::Finish::MaxTurns => wit::Finish::MaxTurns,
     }
+}
+
+pub(crate) fn message_from_wit(m: wit::Message) -> host::Message {
+    host::Message {
+        role: m.role,
+        content: m.content,
+    }
+}
+
+pub(crate) fn message_to_wit(m: host::Message) -> wit::Message {
+    wit::Message {
+        role: m.role,
+        content: m.content,
+    }
+}
+
+pub(crate) fn passage_lists_from_wit(lists: Vec<Vec<wit::Passage>>) -> Vec<Vec<host::Passage>> {
+    lists
+        .into_iter()
+        .map(|passages| passages.into_iter().map(passage_from_wit).collect())
+        .collect()
 }
 
 /// `reward.score`.
@@ -163,15 +193,9 @@ pub fn render(
         .call_render(store, question)?;
     Ok(result.map(|rendered| match rendered {
         Rendered::Text(text) => host::Rendered::Text(text),
-        Rendered::Chat(messages) => host::Rendered::Chat(
-            messages
-                .into_iter()
-                .map(|m| host::Message {
-                    role: m.role,
-                    content: m.content,
-                })
-                .collect(),
-        ),
+        Rendered::Chat(messages) => {
+            host::Rendered::Chat(messages.into_iter().map(message_from_wit).collect())
+        }
     }))
 }
 
@@ -222,10 +246,5 @@ pub fn search(
     let result = plugin
         .research_plugins_search()
         .call_search(store, queries, top_k)?;
-    Ok(result.map(|lists| {
-        lists
-            .into_iter()
-            .map(|passages| passages.into_iter().map(passage_from_wit).collect())
-            .collect()
-    }))
+    Ok(result.map(passage_lists_from_wit))
 }
