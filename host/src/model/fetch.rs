@@ -33,7 +33,7 @@ pub fn parse_repo_id(id: &str) -> Result<(&str, &str)> {
 }
 
 /// The files to download from a repository's file list: the model files that exist plus the
-/// weights (`model.safetensors`, or the index and every shard it names).
+/// weights (`model.safetensors`, or the index, whose shards [`index_shards`] lists).
 pub fn files_to_fetch(siblings: &[String]) -> Result<Vec<String>> {
     let has = |name: &str| siblings.iter().any(|s| s == name);
     for required in &MODEL_FILES[..2] {
@@ -53,13 +53,8 @@ pub fn files_to_fetch(siblings: &[String]) -> Result<Vec<String>> {
     if has("model.safetensors") {
         files.push("model.safetensors".into());
     } else if has("model.safetensors.index.json") {
+        // The shards follow from the index's weight_map once it is downloaded.
         files.push("model.safetensors.index.json".into());
-        files.extend(
-            siblings
-                .iter()
-                .filter(|s| s.starts_with("model-") && s.ends_with(".safetensors"))
-                .cloned(),
-        );
     } else {
         bail!(
             "the repository has no safetensors weights (model.safetensors or \
@@ -69,10 +64,58 @@ pub fn files_to_fetch(siblings: &[String]) -> Result<Vec<String>> {
     Ok(files)
 }
 
-/// Downloads `id` (at `revision`) into `out` and returns the files written.
+/// The shard files a `model.safetensors.index.json` names (its `weight_map` values), sorted.
+pub fn index_shards(index_json: &str) -> Result<Vec<String>> {
+    let index: serde_json::Value =
+        serde_json::from_str(index_json).context("model.safetensors.index.json is not JSON")?;
+    let map = index
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .context("model.safetensors.index.json has no \"weight_map\" object")?;
+    let mut shards: Vec<String> = Vec::new();
+    for file in map.values() {
+        let file = file
+            .as_str()
+            .context("a weight_map entry of model.safetensors.index.json is not a file name")?;
+        if file.contains('/') || file.contains('\\') || !file.ends_with(".safetensors") {
+            bail!("model.safetensors.index.json names an unexpected shard {file:?}");
+        }
+        if !shards.iter().any(|s| s == file) {
+            shards.push(file.to_string());
+        }
+    }
+    shards.sort();
+    Ok(shards)
+}
+
+/// `out` may be replaced only when it does not exist or is a model folder (has config.json):
+/// `--out models` must never wipe a folder of other things.
+fn check_replaceable(out: &Path) -> Result<()> {
+    if out.exists() && !out.join("config.json").is_file() {
+        bail!(
+            "{} exists and is not a model folder (no config.json); choose a new --out",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// `path` with `suffix` appended to its file name (`models/llama-3.2-1b` → `…-1b.partial`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Downloads `id` (at `revision`) into `out` and returns the files written. The folder is
+/// assembled beside `out` and moved into place only when complete and loadable.
 pub fn fetch_model(id: &str, revision: Option<&str>, out: &Path) -> Result<Vec<PathBuf>> {
     parse_repo_id(id)?;
-    let builder = ApiBuilder::from_env().with_progress(true);
+    check_replaceable(out)?;
+    let mut builder = ApiBuilder::from_env().with_progress(true);
+    if let Ok(token) = std::env::var("HF_TOKEN") {
+        builder = builder.with_token(Some(token));
+    }
     let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
     let api = builder
         .build()
@@ -87,21 +130,22 @@ pub fn fetch_model(id: &str, revision: Option<&str>, out: &Path) -> Result<Vec<P
     };
     let info = repo.info().map_err(|error| {
         anyhow::anyhow!(
-            "cannot fetch {id} from {endpoint}: {error}. Without internet access, bring a \
-             model folder yourself (config.json, tokenizer.json, *.safetensors) or import a GGUF \
-             with `host model import-gguf FILE --out DIR`; HF_ENDPOINT selects a mirror"
+            "cannot fetch {id} from {endpoint}: {error}. A gated or private model needs HF_TOKEN; \
+             without internet access, bring a model folder yourself (config.json, \
+             tokenizer.json, *.safetensors) or import a GGUF with `host model import-gguf FILE \
+             --out DIR`; HF_ENDPOINT selects a mirror"
         )
     })?;
     let siblings: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
-    let files = files_to_fetch(&siblings).with_context(|| format!("{id} cannot be used"))?;
-    let staging = out.with_extension("partial");
+    let mut files = files_to_fetch(&siblings).with_context(|| format!("{id} cannot be used"))?;
+    let staging = with_suffix(out, ".partial");
     if staging.exists() {
         std::fs::remove_dir_all(&staging)
             .with_context(|| format!("cannot clear {}", staging.display()))?;
     }
     std::fs::create_dir_all(&staging)
         .with_context(|| format!("cannot create {}", staging.display()))?;
-    for file in &files {
+    let download = |file: &str| -> Result<()> {
         let cached = repo
             .get(file)
             .map_err(|error| anyhow::anyhow!("cannot download {id}/{file}: {error}"))?;
@@ -112,6 +156,17 @@ pub fn fetch_model(id: &str, revision: Option<&str>, out: &Path) -> Result<Vec<P
                 staging.display()
             )
         })?;
+        Ok(())
+    };
+    for file in &files {
+        download(file)?;
+    }
+    if files.iter().any(|f| f == "model.safetensors.index.json") {
+        let index = std::fs::read_to_string(staging.join("model.safetensors.index.json"))?;
+        for shard in index_shards(&index)? {
+            download(&shard)?;
+            files.push(shard);
+        }
     }
     let config = super::loader::read_config(&staging)?;
     config.architecture().with_context(|| {
@@ -120,18 +175,42 @@ pub fn fetch_model(id: &str, revision: Option<&str>, out: &Path) -> Result<Vec<P
             staging.display()
         )
     })?;
+    // Swap in: the old folder is moved aside first, so a crash leaves one of the two whole.
+    let old = with_suffix(out, ".old");
     if out.exists() {
-        std::fs::remove_dir_all(out)
-            .with_context(|| format!("cannot replace {}", out.display()))?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old)
+                .with_context(|| format!("cannot clear {}", old.display()))?;
+        }
+        std::fs::rename(out, &old)
+            .with_context(|| format!("cannot move {} aside", out.display()))?;
     }
     std::fs::rename(&staging, out)
         .with_context(|| format!("cannot move {} to {}", staging.display(), out.display()))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("cannot remove {}", old.display()))?;
+    }
     Ok(files.iter().map(|f| out.join(f)).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_missing_or_model_folders_are_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_replaceable(&dir.path().join("new")).is_ok());
+        let error = check_replaceable(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("not a model folder"), "{error}");
+        std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+        assert!(check_replaceable(dir.path()).is_ok());
+        assert_eq!(
+            with_suffix(Path::new("models/llama-3.2-1b"), ".partial"),
+            Path::new("models/llama-3.2-1b.partial")
+        );
+    }
 
     #[test]
     fn repo_ids_are_checked_before_any_download() {
@@ -173,7 +252,18 @@ mod tests {
             "model-00002-of-00002.safetensors",
         ]))
         .unwrap();
-        assert_eq!(sharded.len(), 5);
+        assert_eq!(sharded.len(), 3, "the shards come from the index");
+        let index = r#"{"metadata": {}, "weight_map": {"a": "model-00002-of-00002.safetensors",
+            "b": "model-00001-of-00002.safetensors", "c": "model-00001-of-00002.safetensors"}}"#;
+        assert_eq!(
+            index_shards(index).unwrap(),
+            [
+                "model-00001-of-00002.safetensors",
+                "model-00002-of-00002.safetensors"
+            ]
+        );
+        assert!(index_shards(r#"{"weight_map": {"a": "../x.safetensors"}}"#).is_err());
+        assert!(index_shards("{}").is_err());
         let error = files_to_fetch(&names(&[
             "config.json",
             "tokenizer.json",

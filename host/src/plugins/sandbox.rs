@@ -104,8 +104,12 @@ struct NetworkPolicy {
 }
 
 impl NetworkPolicy {
-    fn allows(&self, authority: &str) -> bool {
-        let (host, port) = authority.rsplit_once(':').unwrap_or((authority, "80"));
+    /// Whether `authority` (`host[:port]`) is granted; a missing port is the scheme's default
+    /// (`default_port`: 443 for https, 80 for http).
+    fn allows(&self, authority: &str, default_port: &str) -> bool {
+        let (host, port) = authority
+            .rsplit_once(':')
+            .unwrap_or((authority, default_port));
         self.allowed.iter().any(|entry| {
             let (allowed_host, allowed_port) = entry.rsplit_once(':').unwrap_or((entry, ""));
             (allowed_host == "*" || allowed_host.eq_ignore_ascii_case(host))
@@ -136,7 +140,12 @@ impl wasmtime_wasi_http::WasiHttpHooks for NetworkPolicy {
             .authority()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        if !self.allows(&authority) {
+        let default_port = if request.uri().scheme_str() == Some("https") {
+            "443"
+        } else {
+            "80"
+        };
+        if !self.allows(&authority, default_port) {
             tracing::warn!(
                 "plugin HTTP request to `{authority}` denied: not in its network capability"
             );
@@ -276,5 +285,34 @@ impl tokio::io::AsyncWrite for CapturedOutput {
     }
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_match_host_and_port_with_scheme_default_ports() {
+        let policy = NetworkPolicy {
+            allowed: Arc::new(vec![
+                "api.openai.com:443".into(),
+                "127.0.0.1:8000".into(),
+                "*:9000".into(),
+            ]),
+        };
+        assert!(
+            policy.allows("api.openai.com", "443"),
+            "https without a port"
+        );
+        assert!(
+            !policy.allows("api.openai.com", "80"),
+            "http is another port"
+        );
+        assert!(policy.allows("API.OpenAI.com:443", "443"));
+        assert!(policy.allows("127.0.0.1:8000", "80"));
+        assert!(!policy.allows("127.0.0.1:8001", "80"));
+        assert!(policy.allows("example.org:9000", "80"));
+        assert!(!policy.allows("example.org", "80"));
     }
 }

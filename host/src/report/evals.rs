@@ -22,7 +22,13 @@ impl EvalRun {
     /// Parses `LABEL=DIR` (or a bare `DIR`, labelled by its folder name) and reads
     /// `DIR/report.json`.
     pub fn parse_and_read(text: &str) -> Result<EvalRun> {
-        let (label, dir) = match text.split_once('=') {
+        // A folder whose name holds `=` (runs/lr=1e-5) is a bare DIR.
+        let split = if Path::new(text).is_dir() {
+            None
+        } else {
+            text.split_once('=')
+        };
+        let (label, dir) = match split {
             Some((label, dir)) if !label.is_empty() && !dir.is_empty() => {
                 (label.to_string(), PathBuf::from(dir))
             }
@@ -169,6 +175,16 @@ mod tests {
         let error = format!("{:#}", EvalRun::parse_and_read("=x").unwrap_err());
         assert!(error.contains("LABEL=DIR"), "{error}");
         let dir = tempfile::tempdir().unwrap();
+        // A folder named with `=` is a bare DIR, labelled by its name.
+        let odd = dir.path().join("lr=1e-5");
+        std::fs::create_dir(&odd).unwrap();
+        std::fs::write(odd.join("report.json"), "{\"datasets\": []}").unwrap();
+        assert_eq!(
+            EvalRun::parse_and_read(odd.to_str().unwrap())
+                .unwrap()
+                .label,
+            "lr=1e-5"
+        );
         let error = format!("{:#}", EvalRun::read("before", dir.path()).unwrap_err());
         assert!(error.contains("report.json"), "{error}");
         std::fs::write(dir.path().join("report.json"), "{\"x\":1}").unwrap();
