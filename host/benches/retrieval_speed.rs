@@ -43,6 +43,7 @@ fn number(name: &str, default: usize) -> Result<usize> {
 const SEARCH_K: [Option<usize>; 4] = [None, Some(2_000), Some(8_000), Some(20_000)];
 
 fn main() -> Result<()> {
+    research_host::memory::keep_freed_memory();
     let embedder_dir = PathBuf::from(arg("--embedder").context("--embedder DIR")?);
     let corpus = PathBuf::from(arg("--corpus").context("--corpus FILE")?);
     let questions = PathBuf::from(arg("--questions").context("--questions FILE")?);

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod data;
 pub mod eval;
 pub mod grpo;
+pub mod memory;
 pub mod model;
 pub mod plugins;
 pub mod report;

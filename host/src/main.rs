@@ -9,6 +9,7 @@ use research_host::cli::{Cli, run};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    research_host::memory::keep_freed_memory();
     let cli = Cli::parse();
     research_host::cli::init_logging(cli.verbose);
     match run(cli) {

@@ -4,11 +4,13 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod decode_attention;
 pub mod fetch;
 pub mod generate;
 pub mod gguf;
 pub mod loader;
 pub mod logprobs;
+pub mod skinny;
 pub mod tiny;
 pub mod tokenizer;
 pub mod transformer;

@@ -11,6 +11,8 @@
 //! an optimiser can update them in place and checkpoints keep the HF layout.
 
 use super::config::ModelConfig;
+use super::decode_attention::{CacheView, decode_attention};
+use super::skinny;
 use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::VarMap;
@@ -350,16 +352,16 @@ impl Policy {
         ))?;
         for layer in &self.layers {
             let h = rms_norm_diff(&x, &layer.input_norm, self.config.rms_norm_eps)?;
-            let (q, k, v) = self.qkv(layer, &h, batch, seq)?;
+            let (q, k, v) = self.qkv(layer, &h, batch, seq, Path::Train)?;
             let q = rope_diff(&q, &cos, &sin)?;
             let k = rope_diff(&k, &cos, &sin)?;
             let (k, v) = (self.repeat_kv(&k)?, self.repeat_kv(&v)?);
             let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&bias)?;
             let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-            let attn = self.attention_out(layer, &probs.matmul(&v)?, batch, seq)?;
+            let attn = self.attention_out(layer, &probs.matmul(&v)?, batch, seq, Path::Train)?;
             x = (x + attn)?;
             let h = rms_norm_diff(&x, &layer.post_norm, self.config.rms_norm_eps)?;
-            x = (&x + self.mlp(layer, &h)?)?;
+            x = (&x + self.mlp(layer, &h, Path::Train)?)?;
         }
         let x = rms_norm_diff(&x, &self.norm, self.config.rms_norm_eps)?;
         Ok(x.broadcast_matmul(&self.lm_head.t()?)?)
@@ -369,6 +371,10 @@ impl Policy {
     /// tokens) to `cache` and returns the logits of every new position [new, vocab]. Fused
     /// ops, no gradient.
     pub fn forward_step(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        on_worker(|| self.forward_step_here(ids, cache))
+    }
+
+    fn forward_step_here(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor> {
         let new = ids.len();
         if new == 0 {
             bail!("forward_step needs at least one token");
@@ -407,24 +413,28 @@ impl Policy {
         let eps = self.config.rms_norm_eps as f32;
         for (index, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.input_norm, eps)?;
-            let (q, k, v) = self.qkv(layer, &h, 1, new)?;
+            let (q, k, v) = self.qkv(layer, &h, 1, new, Path::Generate)?;
             let q = candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?;
             let (k, v) = cache.append(index, &k, &v)?;
             let attn = self.grouped_attention(&q, &k, &v, bias.as_ref())?;
-            let attn = self.attention_out(layer, &attn, 1, new)?;
+            let attn = self.attention_out(layer, &attn, 1, new, Path::Generate)?;
             x = (x + attn)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.post_norm, eps)?;
-            x = (&x + self.mlp(layer, &h)?)?;
+            x = (&x + self.mlp(layer, &h, Path::Generate)?)?;
         }
         let x = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
-        Ok(x.broadcast_matmul(&self.lm_head.t()?)?.squeeze(0)?)
+        Ok(linear(&x, &self.lm_head, Path::Generate)?.squeeze(0)?)
     }
 
     /// One decoding step for several sequences at once, each at its own length: `tokens[i]`
     /// is appended to `caches[i]`. Projections and the MLP run batched, attention per
     /// sequence against its own cache. Returns the next-token logits [batch, vocab].
     pub fn forward_decode(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        on_worker(|| self.forward_decode_here(tokens, caches))
+    }
+
+    fn forward_decode_here(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
         let batch = tokens.len();
         if batch == 0 || batch != caches.len() {
             bail!(
@@ -455,22 +465,35 @@ impl Policy {
         let eps = self.config.rms_norm_eps as f32;
         for (index, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.input_norm, eps)?;
-            let (q, k, v) = self.qkv(layer, &h, batch, 1)?;
+            let (q, k, v) = self.qkv(layer, &h, batch, 1, Path::Generate)?;
             let q = candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?;
-            let mut rows = Vec::with_capacity(batch);
             for (row, cache) in caches.iter_mut().enumerate() {
-                let (k_all, v_all) =
-                    cache.append(index, &k.narrow(0, row, 1)?, &v.narrow(0, row, 1)?)?;
-                rows.push(self.grouped_attention(&q.narrow(0, row, 1)?, &k_all, &v_all, None)?);
+                cache.append(index, &k.narrow(0, row, 1)?, &v.narrow(0, row, 1)?)?;
             }
-            let attn = self.attention_out(layer, &Tensor::cat(&rows, 0)?, batch, 1)?;
+            let attn = match batched_decode_attention(index, &q, caches)? {
+                Some(attn) => attn,
+                None => {
+                    let mut rows = Vec::with_capacity(batch);
+                    for (row, cache) in caches.iter().enumerate() {
+                        let (k_all, v_all) = cache.layers[index].current()?;
+                        rows.push(self.grouped_attention(
+                            &q.narrow(0, row, 1)?,
+                            &k_all,
+                            &v_all,
+                            None,
+                        )?);
+                    }
+                    Tensor::cat(&rows, 0)?
+                }
+            };
+            let attn = self.attention_out(layer, &attn, batch, 1, Path::Generate)?;
             x = (x + attn)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.post_norm, eps)?;
-            x = (&x + self.mlp(layer, &h)?)?;
+            x = (&x + self.mlp(layer, &h, Path::Generate)?)?;
         }
         let x = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
-        Ok(x.broadcast_matmul(&self.lm_head.t()?)?.squeeze(1)?)
+        Ok(linear(&x, &self.lm_head, Path::Generate)?.squeeze(1)?)
     }
 
     fn check_length(&self, length: usize) -> Result<()> {
@@ -511,19 +534,23 @@ impl Policy {
         h: &Tensor,
         batch: usize,
         seq: usize,
+        path: Path,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let hd = self.config.head_dim();
-        let project = |w: &Tensor, b: &Option<Tensor>, heads: usize| -> Result<Tensor> {
-            let mut out = h.broadcast_matmul(&w.t()?)?;
-            if let Some(b) = b {
-                out = out.broadcast_add(b)?;
-            }
+        let [q, k, v]: [Tensor; 3] = linears(h, &[&layer.q, &layer.k, &layer.v], path)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("three projections expected"))?;
+        let shape = |out: Tensor, b: &Option<Tensor>, heads: usize| -> Result<Tensor> {
+            let out = match b {
+                Some(b) => out.broadcast_add(b)?,
+                None => out,
+            };
             Ok(out.reshape((batch, seq, heads, hd))?.transpose(1, 2)?)
         };
         Ok((
-            project(&layer.q, &layer.q_bias, self.config.num_attention_heads)?,
-            project(&layer.k, &layer.k_bias, self.config.kv_heads())?,
-            project(&layer.v, &layer.v_bias, self.config.kv_heads())?,
+            shape(q, &layer.q_bias, self.config.num_attention_heads)?,
+            shape(k, &layer.k_bias, self.config.kv_heads())?,
+            shape(v, &layer.v_bias, self.config.kv_heads())?,
         ))
     }
 
@@ -534,23 +561,25 @@ impl Policy {
         attn: &Tensor,
         batch: usize,
         seq: usize,
+        path: Path,
     ) -> Result<Tensor> {
         let attn = attn.transpose(1, 2)?.reshape((
             batch,
             seq,
             self.config.num_attention_heads * self.config.head_dim(),
         ))?;
-        let mut out = attn.broadcast_matmul(&layer.o.t()?)?;
+        let mut out = linear(&attn, &layer.o, path)?;
         if let Some(b) = &layer.o_bias {
             out = out.broadcast_add(b)?;
         }
         Ok(out)
     }
 
-    fn mlp(&self, layer: &Layer, h: &Tensor) -> Result<Tensor> {
-        let gate = h.broadcast_matmul(&layer.gate.t()?)?.silu()?;
-        let up = h.broadcast_matmul(&layer.up.t()?)?;
-        Ok((gate * up)?.broadcast_matmul(&layer.down.t()?)?)
+    fn mlp(&self, layer: &Layer, h: &Tensor, path: Path) -> Result<Tensor> {
+        let [gate, up]: [Tensor; 2] = linears(h, &[&layer.gate, &layer.up], path)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("two projections expected"))?;
+        linear(&(gate.silu()? * up)?, &layer.down, path)
     }
 
     /// Grouped-query attention: repeat each kv head for its query heads.
@@ -564,6 +593,145 @@ impl Policy {
             .broadcast_as((b, kv, repeat, s, d))?
             .reshape((b, kv * repeat, s, d))?)
     }
+}
+
+/// Runs `work` on one of rayon's worker threads. The generation forward is a chain of small
+/// parallel products; issued from a worker, each is split with the calling thread taking a
+/// share, instead of the caller sleeping while the pool is woken for every product.
+fn on_worker<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    if rayon::current_thread_index().is_some() {
+        work()
+    } else {
+        rayon::scope(|_| work())
+    }
+}
+
+/// Attention of the decode batch's new tokens `q` [batch, heads, 1, head_dim] over layer
+/// `layer` of their caches (the new keys already appended), in one parallel pass through
+/// [`decode_attention`]. `None` when the tensors are not CPU f32 (the caller then runs the
+/// tensor-op path).
+fn batched_decode_attention(
+    layer: usize,
+    q: &Tensor,
+    caches: &[&mut KvCache],
+) -> Result<Option<Tensor>> {
+    let (batch, heads, new, head_dim) = q.dims4()?;
+    if !q.device().is_cpu() || q.dtype() != DType::F32 || new != 1 {
+        return Ok(None);
+    }
+    let mut guards = Vec::with_capacity(batch);
+    let mut kv_heads = 0;
+    for cache in caches {
+        let layer = &cache.layers[layer];
+        let (_, kv, capacity, _) = layer.k.dims4()?;
+        kv_heads = kv;
+        let (keys, key_layout) = layer.k.storage_and_layout();
+        let (values, value_layout) = layer.v.storage_and_layout();
+        if layer.k.dtype() != DType::F32
+            || key_layout.contiguous_offsets() != Some((0, layer.k.elem_count()))
+            || value_layout.contiguous_offsets() != Some((0, layer.v.elem_count()))
+        {
+            return Ok(None);
+        }
+        guards.push((keys, values, capacity, layer.len));
+    }
+    let mut views = Vec::with_capacity(batch);
+    for (keys, values, capacity, len) in &guards {
+        let (candle_core::Storage::Cpu(keys), candle_core::Storage::Cpu(values)) =
+            (&**keys, &**values)
+        else {
+            return Ok(None);
+        };
+        views.push(CacheView {
+            keys: keys.as_slice::<f32>()?,
+            values: values.as_slice::<f32>()?,
+            capacity: *capacity,
+            len: *len,
+        });
+    }
+    let queries = q.flatten_all()?.to_vec1::<f32>()?;
+    let out = decode_attention(&queries, &views, heads, kv_heads, head_dim);
+    Ok(Some(Tensor::from_vec(
+        out,
+        (batch, heads, 1, head_dim),
+        q.device(),
+    )?))
+}
+
+/// Which forward a projection belongs to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// The training forward: candle ops only, so that the backward reaches every weight.
+    Train,
+    /// The generation forward: no gradient; few-row products take the decode kernel.
+    Generate,
+}
+
+/// `x [..., k] · wᵀ` for a weight `w [n, k]`.
+fn linear(x: &Tensor, w: &Tensor, path: Path) -> Result<Tensor> {
+    let mut out = linears(x, &[w], path)?;
+    out.pop().context("one product per weight")
+}
+
+/// `x [..., k] · wᵢᵀ` for several weights `wᵢ [nᵢ, k]`. On the generation path, CPU f32
+/// products with at most [`DECODE_ROWS`] rows stream the weights once through [`skinny`]'s
+/// kernel, all weights in one parallel pass (decode steps and short appends); everything else
+/// is a candle matmul per weight.
+fn linears(x: &Tensor, weights: &[&Tensor], path: Path) -> Result<Vec<Tensor>> {
+    if path == Path::Generate
+        && let Some(out) = skinny_linears(x, weights)?
+    {
+        return Ok(out);
+    }
+    weights
+        .iter()
+        .map(|w| Ok(x.broadcast_matmul(&w.t()?)?))
+        .collect()
+}
+
+/// Rows up to which the generation path uses the decode kernel (measured on the output
+/// projection, 2 threads: faster than candle's matmul up to 12 rows, even at 16, slower beyond:
+/// `cargo bench --bench model_speed -- --model DIR --kernel`).
+const DECODE_ROWS: usize = 12;
+
+fn skinny_linears(x: &Tensor, weights: &[&Tensor]) -> Result<Option<Vec<Tensor>>> {
+    let k = x.dim(D::Minus1)?;
+    let rows = x.elem_count() / k.max(1);
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || rows == 0 || rows > DECODE_ROWS {
+        return Ok(None);
+    }
+    let mut guards = Vec::with_capacity(weights.len());
+    for w in weights {
+        if w.dtype() != DType::F32 || w.dims2()?.1 != k {
+            return Ok(None);
+        }
+        let (storage, layout) = w.storage_and_layout();
+        let Some(offsets) = layout.contiguous_offsets() else {
+            return Ok(None);
+        };
+        guards.push((storage, offsets));
+    }
+    let mut slices = Vec::with_capacity(weights.len());
+    for (storage, (start, end)) in &guards {
+        let candle_core::Storage::Cpu(cpu) = &**storage else {
+            return Ok(None);
+        };
+        slices.push(&cpu.as_slice::<f32>()?[*start..*end]);
+    }
+    let input = x.flatten_all()?.to_vec1::<f32>()?;
+    let products = skinny::matmul_transposed_many(&input, rows, &slices, k);
+    let mut dims = x.dims().to_vec();
+    products
+        .into_iter()
+        .map(|product| {
+            let n = product.len() / rows;
+            if let Some(last) = dims.last_mut() {
+                *last = n;
+            }
+            Ok(Tensor::from_vec(product, dims.as_slice(), x.device())?)
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 /// RMS norm from differentiable ops: x / sqrt(mean(x²) + eps) * w, computed in f32 or wider.

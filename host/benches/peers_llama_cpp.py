@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""llama.cpp (through llama-cpp-python) decode speed on the same weights as
+benches/model_speed.rs: batch-1 greedy tokens/s on an f32 GGUF, 2 threads. Prints one JSON line.
+
+The f32 GGUF is made from the Q4_1 GGUF that `host model import-gguf` imported (so both
+runtimes hold exactly the same dequantised weights): every tensor is dequantised with the
+`gguf` package and written back as F32 with the original metadata (tokenizer, chat template).
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import gguf
+from llama_cpp import Llama
+
+
+def f32_gguf(source: Path, target: Path) -> None:
+    """Writes `source` with every tensor dequantised to F32."""
+    reader = gguf.GGUFReader(source)
+    arch = reader.fields["general.architecture"].contents()
+    partial = target.with_suffix(".partial")
+    writer = gguf.GGUFWriter(partial, arch)
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue
+        value = field.contents()
+        if field.name == "general.file_type":
+            value = int(gguf.LlamaFileType.ALL_F32)
+        main = field.types[0]
+        sub = field.types[-1] if main == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, value, main, sub_type=sub)
+    for tensor in reader.tensors:
+        data = gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
+        shape = tuple(int(d) for d in reversed(tensor.shape))
+        writer.add_tensor(tensor.name, data.reshape(shape))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    partial.rename(target)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--gguf", required=True, help="the GGUF the model folder was imported from")
+    parser.add_argument("--model", required=True, help="the imported model folder (for its chat template)")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    args = parser.parse_args()
+    source = Path(args.gguf)
+    target = source.with_name(source.stem + ".f32.gguf")
+    if not target.exists():
+        f32_gguf(source, target)
+
+    from transformers import PreTrainedTokenizerFast
+
+    folder = Path(args.model)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    messages = [{"role": "user", "content": "What is the capital of France? Think step by step."}]
+    if config.get("chat_template"):
+        tokenizer.chat_template = config["chat_template"]
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    else:
+        text = messages[0]["content"]
+    prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    llm = Llama(model_path=str(target), n_threads=2, n_threads_batch=2, n_ctx=1024, n_batch=512,
+                verbose=False)
+    n = args.new_tokens
+
+    def decode():
+        produced, first, started = 0, None, time.perf_counter()
+        for _ in llm.generate(prompt, temp=0.0, top_k=1, reset=True):
+            produced += 1
+            if first is None:
+                first = time.perf_counter()  # prefill + first token
+            if produced == n:
+                break
+        end = time.perf_counter()
+        return (produced - 1) / (end - first), first - started
+
+    decode()  # warm-up, as on our side
+    batch1, prefill = decode()
+    print(json.dumps({"runtime": "llama.cpp (llama-cpp-python " + __import__("llama_cpp").__version__ + ", f32 GGUF)",
+                      "decode_b1_tok_s": batch1, "prefill_s": prefill, "gguf": str(target),
+                      "gguf_bytes": target.stat().st_size}))
+
+
+if __name__ == "__main__":
+    main()
