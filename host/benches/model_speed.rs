@@ -2,7 +2,11 @@
 //! prompt), training tokens/s (forward + backward + AdamW on 5 × 512 tokens) with peak memory,
 //! and decode as a fraction of the memory-bandwidth bound.
 //!
-//!     RAYON_NUM_THREADS=2 cargo bench --bench model_speed -- --model DIR [--new-tokens 64] [--json] [--decode-only]
+//!     RAYON_NUM_THREADS=2 cargo bench --bench model_speed -- --model DIR [--new-tokens 64] [--json]
+//!         [--decode-only | --kernel | --profile-batch N]
+//!
+//! `--decode-only` skips training; `--kernel` times the decode kernel against candle's matmul on
+//! the output projection for 1–24 rows; `--profile-batch N` runs one decode batch (for `perf`).
 //!
 //! `host/benches/model_speed.sh` runs it beside PyTorch + transformers on the same weights.
 

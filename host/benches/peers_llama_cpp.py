@@ -42,6 +42,34 @@ def f32_gguf(source: Path, target: Path) -> None:
     partial.rename(target)
 
 
+def max_difference(gguf_path: Path, folder: Path) -> float:
+    """Largest absolute difference between the f32 GGUF's tensors and the imported model's, over
+    the tensors whose layout both share (embeddings, norms, MLP; llama.cpp permutes Q/K rows)."""
+    from safetensors.numpy import load_file
+
+    ours = {}
+    for shard in sorted(folder.glob("*.safetensors")):
+        ours.update(load_file(shard))
+    names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight"}
+    layers = {"ffn_down": "mlp.down_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+              "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "attn_norm": "input_layernorm",
+              "ffn_norm": "post_attention_layernorm"}
+    worst, compared = 0.0, 0
+    for tensor in gguf.GGUFReader(gguf_path).tensors:
+        name = names.get(tensor.name)
+        parts = tensor.name.split(".")
+        if name is None and len(parts) == 4 and parts[0] == "blk" and parts[2] in layers:
+            name = f"model.layers.{parts[1]}.{layers[parts[2]]}.{parts[3]}"
+        if name is None or name not in ours:
+            continue
+        theirs = np.asarray(tensor.data, dtype=np.float32).reshape(ours[name].shape)
+        worst = max(worst, float(np.abs(theirs - ours[name]).max()))
+        compared += 1
+    if compared == 0:
+        raise SystemExit(f"no tensor of {gguf_path} matched {folder}")
+    return worst
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--gguf", required=True, help="the GGUF the model folder was imported from")
@@ -52,6 +80,7 @@ def main():
     target = source.with_name(source.stem + ".f32.gguf")
     if not target.exists():
         f32_gguf(source, target)
+    same_weights = max_difference(target, Path(args.model))
 
     from transformers import PreTrainedTokenizerFast
 
@@ -71,6 +100,7 @@ def main():
     n = args.new_tokens
 
     def decode():
+        llm.reset()  # no prompt reuse between runs: every run prefills
         produced, first, started = 0, None, time.perf_counter()
         for _ in llm.generate(prompt, temp=0.0, top_k=1, reset=True):
             produced += 1
@@ -85,7 +115,7 @@ def main():
     batch1, prefill = decode()
     print(json.dumps({"runtime": "llama.cpp (llama-cpp-python " + __import__("llama_cpp").__version__ + ", f32 GGUF)",
                       "decode_b1_tok_s": batch1, "prefill_s": prefill, "gguf": str(target),
-                      "gguf_bytes": target.stat().st_size}))
+                      "gguf_bytes": target.stat().st_size, "max_abs_weight_difference": same_weights}))
 
 
 if __name__ == "__main__":

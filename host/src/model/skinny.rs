@@ -72,6 +72,16 @@ pub fn matmul_transposed_many(x: &[f32], m: usize, weights: &[&[f32]], k: usize)
 
 /// out[j * rows + r] = dot(x[r], w[j]) for every weight row j of `w`.
 fn block(x: &[f32], rows: usize, w: &[f32], k: usize, out: &mut [f32]) {
+    // The vector kernel reads x and w without bounds checks: hold the shapes it relies on.
+    assert!(
+        (1..=MAX_ROWS).contains(&rows),
+        "1..={MAX_ROWS} rows per pass"
+    );
+    assert!(
+        x.len() == rows * k
+            && w.len().is_multiple_of(k.max(1))
+            && out.len() == w.len() / k.max(1) * rows
+    );
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
@@ -82,7 +92,8 @@ fn block(x: &[f32], rows: usize, w: &[f32], k: usize, out: &mut [f32]) {
                 3 => avx::block::<3>(x, w, k, out),
                 4 => avx::block::<4>(x, w, k, out),
                 5 => avx::block::<5>(x, w, k, out),
-                _ => avx::block::<6>(x, w, k, out),
+                6 => avx::block::<6>(x, w, k, out),
+                _ => unreachable!("rows checked above"),
             }
         }
         return;
