@@ -416,6 +416,106 @@ fn model_init_and_generate_end_to_end() {
 }
 
 #[test]
+fn model_init_takes_a_given_tokenizer_and_names_what_it_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let first = host(&["model", "init", "--arch", "qwen2", "--out", &path("a")]);
+    assert!(first.status.success(), "{}", text(&first));
+    // A second model from the first one's tokenizer: same tokenizer, vocabulary and ids.
+    let tokenizer = path("a/tokenizer.json");
+    let second = host(&[
+        "model",
+        "init",
+        "--arch",
+        "llama",
+        "--out",
+        &path("b"),
+        "--tokenizer",
+        &tokenizer,
+    ]);
+    assert!(second.status.success(), "{}", text(&second));
+    assert!(
+        text(&second).contains("wrote a tiny llama model"),
+        "{}",
+        text(&second)
+    );
+    let read = |p: &str| std::fs::read_to_string(p).unwrap();
+    assert_eq!(
+        read(&path("a/tokenizer.json")),
+        read(&path("b/tokenizer.json"))
+    );
+    let config = |p: &str| -> serde_json::Value { serde_json::from_str(&read(p)).unwrap() };
+    assert_eq!(
+        config(&path("a/config.json"))["vocab_size"],
+        config(&path("b/config.json"))["vocab_size"]
+    );
+
+    // A tokenizer without ChatML's tokens is refused with the token named; a missing file
+    // with its path; a tokenizer together with a corpus by clap; an unknown size too.
+    let mut plain: serde_json::Value = serde_json::from_str(&read(&tokenizer)).unwrap();
+    plain["added_tokens"] = serde_json::json!([]);
+    if let Some(vocab) = plain["model"]["vocab"].as_object_mut() {
+        vocab.remove("<|im_end|>");
+    }
+    std::fs::write(path("plain.json"), plain.to_string()).unwrap();
+    let refused = host(&[
+        "model",
+        "init",
+        "--arch",
+        "qwen2",
+        "--out",
+        &path("c"),
+        "--tokenizer",
+        &path("plain.json"),
+    ]);
+    assert!(
+        !refused.status.success() && text(&refused).contains("<|im_end|>"),
+        "{}",
+        text(&refused)
+    );
+    assert!(!dir.path().join("c").exists());
+    let missing = host(&[
+        "model",
+        "init",
+        "--arch",
+        "qwen2",
+        "--out",
+        &path("d"),
+        "--tokenizer",
+        &path("none.json"),
+    ]);
+    assert!(text(&missing).contains("none.json"), "{}", text(&missing));
+    let both = host(&[
+        "model",
+        "init",
+        "--arch",
+        "qwen2",
+        "--out",
+        &path("e"),
+        "--tokenizer",
+        &tokenizer,
+        "--corpus",
+        &tokenizer,
+    ]);
+    assert!(!both.status.success(), "{}", text(&both));
+    let size = host(&[
+        "model",
+        "init",
+        "--arch",
+        "qwen2",
+        "--size",
+        "7b",
+        "--out",
+        &path("f"),
+    ]);
+    assert!(
+        !size.status.success() && text(&size).contains("0.5b"),
+        "{}",
+        text(&size)
+    );
+}
+
+#[test]
 fn embedder_index_and_search_commands_work_together_and_explain_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).display().to_string();

@@ -21,6 +21,7 @@ const WIDE: TinySize = TinySize {
     layers: 2,
     heads: 4,
     kv_heads: 2,
+    padded_vocab: None,
 };
 
 fn source(arch: Architecture, dir: &Path) -> LoadedModel {

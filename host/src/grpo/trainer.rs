@@ -529,11 +529,7 @@ impl Trainer {
                     let store = loss.backward()?;
                     for (name, var) in &self.params {
                         if let Some(grad) = store.get(var.as_tensor()) {
-                            let sum = match grads.remove(name) {
-                                Some(acc) => (acc + grad)?,
-                                None => grad.clone(),
-                            };
-                            grads.insert(name.clone(), sum);
+                            super::inplace::accumulate(&mut grads, name, grad)?;
                         }
                     }
                 }

@@ -1,5 +1,6 @@
 //! Log-probabilities and entropy of response tokens under the policy, for padded batches.
 
+use super::fused;
 use super::transformer::Policy;
 use anyhow::{Result, bail};
 use candle_core::{D, DType, Tensor};
@@ -71,6 +72,32 @@ impl Policy {
             bail!("the temperature must be positive, not {temperature}");
         }
         let logits = self.forward_train(&batch.ids, &batch.mask)?;
+        let valid = batch.mask.narrow(1, 1, t - 1)?;
+        if fused::applies(&logits) {
+            // One pass per position over the vocabulary. Every position is scored (the last
+            // against a dummy target) so that the logits need no copy, then the last dropped.
+            let vocab = logits.dim(2)?;
+            let mut logits = logits.reshape((b * t, vocab))?;
+            if temperature != 1.0 {
+                logits = (logits / temperature as f64)?;
+            }
+            let targets = Tensor::cat(
+                &[
+                    &batch.ids.narrow(1, 1, t - 1)?,
+                    &Tensor::zeros((b, 1), DType::U32, batch.ids.device())?,
+                ],
+                1,
+            )?
+            .flatten_all()?;
+            let stats = fused::token_logprob_entropy(&logits, &targets)?
+                .reshape((b, t, 2))?
+                .narrow(1, 0, t - 1)?;
+            let valid = valid.to_dtype(DType::F32)?;
+            return Ok(TokenStats {
+                logprobs: (stats.get_on_dim(2, 0)? * &valid)?,
+                entropy: (stats.get_on_dim(2, 1)? * &valid)?,
+            });
+        }
         let mut logits = logits.narrow(1, 0, t - 1)?.to_dtype(wide(self.dtype()))?;
         if temperature != 1.0 {
             logits = (logits / temperature as f64)?;
@@ -79,7 +106,7 @@ impl Policy {
         let targets = batch.ids.narrow(1, 1, t - 1)?.unsqueeze(2)?;
         let chosen = log_probs.gather(&targets.contiguous()?, 2)?.squeeze(2)?;
         let entropy = (log_probs.exp()? * &log_probs)?.sum(D::Minus1)?.neg()?;
-        let valid = batch.mask.narrow(1, 1, t - 1)?.to_dtype(chosen.dtype())?;
+        let valid = valid.to_dtype(chosen.dtype())?;
         debug_assert_eq!(valid.dims(), &[b, t - 1]);
         Ok(TokenStats {
             logprobs: (chosen * &valid)?,

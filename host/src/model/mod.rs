@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod decode_attention;
 pub mod fetch;
+pub mod fused;
 pub mod generate;
 pub mod gguf;
 pub mod loader;

@@ -39,15 +39,24 @@ pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>
 /// Text the tokenizer is trained on when no corpus is given.
 pub const BUILTIN_CORPUS: &str = include_str!("tiny_corpus.txt");
 
-/// Sizes of a tiny model.
+/// Sizes of a random model.
 #[derive(Debug, Clone, Copy)]
 pub struct TinySize {
+    /// Tokens a trained tokenizer aims for (a small corpus may give fewer).
     pub vocab: usize,
+    /// Width of the residual stream.
     pub hidden: usize,
+    /// Width of the MLP.
     pub intermediate: usize,
+    /// Transformer blocks.
     pub layers: usize,
+    /// Query heads.
     pub heads: usize,
+    /// Key/value heads (grouped-query attention when fewer than `heads`).
     pub kv_heads: usize,
+    /// Embedding rows to pad the vocabulary to when the tokenizer has fewer tokens (as
+    /// Qwen2.5's 151,936 rows hold 151,665 tokens); `None` keeps the tokenizer's count.
+    pub padded_vocab: Option<usize>,
 }
 
 /// The `tiny` size: 2 layers, 64 wide, 4 heads sharing 2 key/value heads.
@@ -58,7 +67,34 @@ pub const TINY: TinySize = TinySize {
     layers: 2,
     heads: 4,
     kv_heads: 2,
+    padded_vocab: None,
 };
+
+/// Qwen2.5-0.5B's shape: 24 layers × 896 wide, 14 heads sharing 2 key/value heads, MLP 4864,
+/// vocabulary 151,936 (494 M parameters, 2 GB in f32). For benchmarks, not tests.
+pub const QWEN25_05B: TinySize = TinySize {
+    vocab: 151_936,
+    hidden: 896,
+    intermediate: 4864,
+    layers: 24,
+    heads: 14,
+    kv_heads: 2,
+    padded_vocab: Some(151_936),
+};
+
+/// The sizes `host model init --size` knows, by name.
+pub const SIZES: [(&str, TinySize); 2] = [("tiny", TINY), ("0.5b", QWEN25_05B)];
+
+/// Where a random model's tokenizer comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum TokenizerSource<'a> {
+    /// A byte-level BPE trained on this text (the built-in text when `None`), with the special
+    /// and tag tokens added.
+    Train(Option<&'a str>),
+    /// An existing `tokenizer.json` (for instance Qwen2.5's), used as it is; it must hold the
+    /// ChatML tokens `<|endoftext|>` and `<|im_end|>`.
+    File(&'a Path),
+}
 
 /// Trains a byte-level BPE tokenizer of `vocab` tokens on `text`, with the special and tag
 /// tokens added.
@@ -103,12 +139,33 @@ pub fn init_tiny(
     corpus: Option<&str>,
     out: &Path,
 ) -> Result<()> {
-    let tokenizer = train_tokenizer(corpus.unwrap_or(BUILTIN_CORPUS), size.vocab)?;
-    let vocab = tokenizer.get_vocab_size(true);
+    init_random(arch, size, seed, TokenizerSource::Train(corpus), out)
+}
+
+/// Writes a random-weight model of `arch` and `size` to `out`, its tokenizer from `tokenizer`
+/// and its weights from `seed`. The vocabulary is the tokenizer's, or `size.padded_vocab` if
+/// that is larger (rows past the tokenizer's last id are padding).
+pub fn init_random(
+    arch: Architecture,
+    size: TinySize,
+    seed: u64,
+    tokenizer: TokenizerSource,
+    out: &Path,
+) -> Result<()> {
+    let tokenizer = match tokenizer {
+        TokenizerSource::Train(corpus) => {
+            train_tokenizer(corpus.unwrap_or(BUILTIN_CORPUS), size.vocab)?
+        }
+        TokenizerSource::File(path) => Tokenizer::from_file(path)
+            .map_err(|e| anyhow::anyhow!("cannot read tokenizer {}: {e}", path.display()))?,
+    };
+    let vocab = tokenizer
+        .get_vocab_size(true)
+        .max(size.padded_vocab.unwrap_or(0));
     let id = |token: &str| {
         tokenizer
             .token_to_id(token)
-            .context("special token missing")
+            .with_context(|| format!("the tokenizer has no {token} token (ChatML needs it)"))
     };
     let (eos, im_end) = (id("<|endoftext|>")?, id("<|im_end|>")?);
     let config = ModelConfig {

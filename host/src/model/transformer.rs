@@ -12,6 +12,7 @@
 
 use super::config::ModelConfig;
 use super::decode_attention::{CacheView, decode_attention};
+use super::fused;
 use super::skinny;
 use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Device, Tensor, Var};
@@ -330,13 +331,22 @@ impl Policy {
         let mask_f = mask.to_dtype(DType::F32)?;
         let positions = (mask_f.cumsum(1)? - 1.0)?.clamp(0.0, (self.cos.dim(0)? - 1) as f64)?;
         let positions = positions.to_dtype(DType::U32)?.flatten_all()?;
-        let half = |table: &Tensor| -> Result<Tensor> {
-            let t = table
+        // Each token's rotary angles [batch, seq, hd / 2]; the composed ops want them
+        // full-width per head, [batch, 1, seq, hd].
+        let rows = |table: &Tensor| -> Result<Tensor> {
+            Ok(table
                 .index_select(&positions, 0)?
-                .reshape((batch, 1, seq, hd / 2))?;
-            Ok(Tensor::cat(&[&t, &t], D::Minus1)?)
+                .reshape((batch, seq, hd / 2))?)
         };
-        let (cos, sin) = (half(&self.cos)?, half(&self.sin)?);
+        let (cos_rows, sin_rows) = (rows(&self.cos)?, rows(&self.sin)?);
+        let fused_ops = fused::applies(&self.embed);
+        let full =
+            |t: &Tensor| -> Result<Tensor> { Ok(Tensor::cat(&[t, t], D::Minus1)?.unsqueeze(1)?) };
+        let full_tables = if fused_ops {
+            None
+        } else {
+            Some((full(&cos_rows)?, full(&sin_rows)?))
+        };
         // Additive attention bias [batch, 1, seq, seq]: causal and key padding.
         let causal: Vec<f32> = (0..seq)
             .flat_map(|i| (0..seq).map(move |j| if j > i { MASKED as f32 } else { 0.0 }))
@@ -352,12 +362,26 @@ impl Policy {
         ))?;
         for layer in &self.layers {
             let h = rms_norm_diff(&x, &layer.input_norm, self.config.rms_norm_eps)?;
-            let (q, k, v) = self.qkv(layer, &h, batch, seq, Path::Train)?;
-            let q = rope_diff(&q, &cos, &sin)?;
-            let k = rope_diff(&k, &cos, &sin)?;
+            let (q, k, v) = if fused_ops {
+                let (q, k, v) = self.qkv_rows(layer, &h, batch, seq, Path::Train)?;
+                let q = fused::rope(&q, &cos_rows, &sin_rows)?;
+                let k = fused::rope(&k, &cos_rows, &sin_rows)?;
+                let heads_first =
+                    |t: Tensor| -> Result<Tensor> { Ok(t.transpose(1, 2)?.contiguous()?) };
+                (heads_first(q)?, heads_first(k)?, v.transpose(1, 2)?)
+            } else {
+                let (cos, sin) = full_tables.as_ref().context("rotary tables")?;
+                let (q, k, v) = self.qkv(layer, &h, batch, seq, Path::Train)?;
+                (rope_diff(&q, cos, sin)?, rope_diff(&k, cos, sin)?, v)
+            };
             let (k, v) = (self.repeat_kv(&k)?, self.repeat_kv(&v)?);
-            let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&bias)?;
-            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let scores = q.matmul(&k.t()?)?;
+            let scale = 1.0 / (hd as f64).sqrt();
+            let probs = if fused::applies(&scores) {
+                fused::masked_softmax(&scores, &bias, scale)?
+            } else {
+                candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(&bias)?, D::Minus1)?
+            };
             let attn = self.attention_out(layer, &probs.matmul(&v)?, batch, seq, Path::Train)?;
             x = (x + attn)?;
             let h = rms_norm_diff(&x, &layer.post_norm, self.config.rms_norm_eps)?;
@@ -536,6 +560,19 @@ impl Policy {
         seq: usize,
         path: Path,
     ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (q, k, v) = self.qkv_rows(layer, h, batch, seq, path)?;
+        Ok((q.transpose(1, 2)?, k.transpose(1, 2)?, v.transpose(1, 2)?))
+    }
+
+    /// q, k, v as [batch, seq, heads, head_dim] (contiguous: each token's heads together).
+    fn qkv_rows(
+        &self,
+        layer: &Layer,
+        h: &Tensor,
+        batch: usize,
+        seq: usize,
+        path: Path,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let hd = self.config.head_dim();
         let [q, k, v]: [Tensor; 3] = linears(h, &[&layer.q, &layer.k, &layer.v], path)?
             .try_into()
@@ -545,7 +582,7 @@ impl Policy {
                 Some(b) => out.broadcast_add(b)?,
                 None => out,
             };
-            Ok(out.reshape((batch, seq, heads, hd))?.transpose(1, 2)?)
+            Ok(out.reshape((batch, seq, heads, hd))?)
         };
         Ok((
             shape(q, &layer.q_bias, self.config.num_attention_heads)?,
@@ -579,7 +616,12 @@ impl Policy {
         let [gate, up]: [Tensor; 2] = linears(h, &[&layer.gate, &layer.up], path)?
             .try_into()
             .map_err(|_| anyhow::anyhow!("two projections expected"))?;
-        linear(&(gate.silu()? * up)?, &layer.down, path)
+        let activated = if path == Path::Train && fused::applies(&gate) {
+            fused::swiglu(&gate, &up)?
+        } else {
+            (gate.silu()? * up)?
+        };
+        linear(&activated, &layer.down, path)
     }
 
     /// Grouped-query attention: repeat each kv head for its query heads.
@@ -741,6 +783,9 @@ fn skinny_linears(x: &Tensor, weights: &[&Tensor]) -> Result<Option<Vec<Tensor>>
 
 /// RMS norm from differentiable ops: x / sqrt(mean(x²) + eps) * w, computed in f32 or wider.
 fn rms_norm_diff(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if fused::applies(x) && fused::applies(weight) {
+        return Ok(fused::rms_norm(x, weight, eps)?);
+    }
     let dtype = x.dtype();
     let wide = if dtype == DType::F64 {
         DType::F64
