@@ -105,7 +105,10 @@ def folder_gguf(folder: Path, target: Path) -> None:
     writer.add_vocab_size(vocab)
     writer.add_file_type(int(gguf.LlamaFileType.ALL_F32))
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("qwen2" if arch == "qwen2" else "default")
+    # The pre-tokenizer follows the tokenizer: a plain byte-level one splits with GPT-2's
+    # pattern (our trained tokenizers), Qwen's tokenizer.json carries its own split pattern.
+    plain = (tokenizer.get("pre_tokenizer") or {}).get("type") == "ByteLevel"
+    writer.add_tokenizer_pre("gpt-2" if plain else ("qwen2" if arch == "qwen2" else "default"))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
@@ -125,9 +128,9 @@ def folder_gguf(folder: Path, target: Path) -> None:
     for shard in sorted(folder.glob("*.safetensors")):
         for name, data in load_file(shard).items():
             data = data.astype(np.float32)
-            if arch == "llama" and name.endswith("self_attn.q_proj.weight"):
+            if arch == "llama" and (name.endswith("self_attn.q_proj.weight") or name.endswith("self_attn.q_proj.bias")):
                 data = permute(data, heads)
-            elif arch == "llama" and name.endswith("self_attn.k_proj.weight"):
+            elif arch == "llama" and (name.endswith("self_attn.k_proj.weight") or name.endswith("self_attn.k_proj.bias")):
                 data = permute(data, kv_heads)
             writer.add_tensor(gguf_name(name), np.ascontiguousarray(data))
     writer.write_header_to_file()

@@ -73,6 +73,9 @@ impl CustomOp2 for TokenLogprobEntropy {
         l2: &Layout,
     ) -> CandleResult<(CpuStorage, Shape)> {
         let (n, vocab) = l1.shape().dims2()?;
+        if vocab == 0 {
+            candle_core::bail!("logits over an empty vocabulary");
+        }
         let logits = f32_data(s1, l1, "logits")?;
         let (start, end) = l2
             .contiguous_offsets()
@@ -164,6 +167,9 @@ impl CustomOp2 for MaskedSoftmax {
                 l2.shape(),
                 l1.shape()
             );
+        }
+        if keys == 0 {
+            candle_core::bail!("attention over no keys");
         }
         let scores = f32_data(s1, l1, "scores")?;
         let bias = f32_data(s2, l2, "bias")?;
@@ -258,6 +264,9 @@ impl CustomOp2 for RmsNorm {
                 l2.shape(),
                 l1.shape()
             );
+        }
+        if hidden == 0 {
+            candle_core::bail!("RMS norm over an empty dimension");
         }
         let x = f32_data(s1, l1, "input")?;
         let weight = f32_data(s2, l2, "weight")?;
@@ -369,6 +378,7 @@ impl CustomOp3 for Rope {
         let (batch, seq, heads, hd) = l1.shape().dims4()?;
         let half = hd / 2;
         if hd % 2 != 0
+            || heads * hd == 0
             || l2.shape().dims3()? != (batch, seq, half)
             || l3.shape().dims3()? != (batch, seq, half)
         {
@@ -728,5 +738,11 @@ mod tests {
         let table = random(&[1, 3, 3], 1, 1.0);
         assert!(rope(&x, &table, &table).is_err());
         assert!(swiglu(&x, &random(&[1, 3, 2, 4], 1, 1.0)).is_err());
+        // Empty dimensions are errors, not panics.
+        let empty = Tensor::zeros((2, 0), DType::F32, &Device::Cpu).unwrap();
+        let no_weight = Tensor::zeros(0, DType::F32, &Device::Cpu).unwrap();
+        assert!(rms_norm(&empty, &no_weight, 1e-6).is_err());
+        let targets = Tensor::new(&[0u32, 0], &Device::Cpu).unwrap();
+        assert!(token_logprob_entropy(&empty, &targets).is_err());
     }
 }

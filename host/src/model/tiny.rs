@@ -159,8 +159,14 @@ pub fn init_random(
         TokenizerSource::File(path) => Tokenizer::from_file(path)
             .map_err(|e| anyhow::anyhow!("cannot read tokenizer {}: {e}", path.display()))?,
     };
-    let vocab = tokenizer
-        .get_vocab_size(true)
+    // Rows for every id (a given tokenizer's ids may have gaps), padded if the size says so.
+    let ids_used = tokenizer
+        .get_vocab(true)
+        .values()
+        .max()
+        .map_or(0, |&id| id as usize + 1);
+    let vocab = ids_used
+        .max(tokenizer.get_vocab_size(true))
         .max(size.padded_vocab.unwrap_or(0));
     let id = |token: &str| {
         tokenizer
