@@ -124,9 +124,20 @@ fn main() -> anyhow::Result<()> {
         println!("copy bandwidth {:.1} GB/s", copy_bandwidth() / 1e9);
         return Ok(());
     }
+    // Memory-bandwidth bound of batch-1 decode: every f32 weight is read once per token, at
+    // the rate two threads read (and sum) a buffer much larger than the caches.
+    let weight_bytes: usize = model
+        .policy
+        .named_tensors()
+        .values()
+        .map(|t| t.elem_count() * 4)
+        .sum();
+    let read = read_bandwidth();
+    let bound = read / weight_bytes as f64;
     if std::env::args().any(|a| a == "--decode-only") {
         println!(
-            "decode batch 1 {batch1:.1} tok/s, batch 5 {batch5:.1} tok/s, prefill {prefill:.3} s"
+            "decode batch 1 {batch1:.1} tok/s ({:.0} % of the {bound:.1} tok/s read-bandwidth bound), batch 5 {batch5:.1} tok/s, prefill {prefill:.3} s",
+            100.0 * batch1 / bound
         );
         return Ok(());
     }
@@ -181,15 +192,7 @@ fn main() -> anyhow::Result<()> {
     let train = 5.0 * 512.0 / (steps.iter().sum::<f64>() / steps.len() as f64);
     let peak_gib = peak_rss_bytes() as f64 / (1u64 << 30) as f64;
 
-    // Memory-bandwidth bound of batch-1 decode: every weight is read once per token.
-    let weight_bytes: usize = model
-        .policy
-        .named_tensors()
-        .values()
-        .map(|t| t.elem_count() * 4)
-        .sum();
     let bandwidth = copy_bandwidth();
-    let bound = bandwidth / weight_bytes as f64;
     let params = model
         .policy
         .named_tensors()
@@ -201,7 +204,7 @@ fn main() -> anyhow::Result<()> {
             "{}",
             serde_json::json!({"runtime": "research-host (candle)", "params": params, "decode_b1_tok_s": batch1,
                 "decode_b5_tok_s": batch5, "prefill_s": prefill, "train_tok_s": train, "train_peak_gib": peak_gib,
-                "copy_gb_s": bandwidth / 1e9, "decode_bound_tok_s": bound})
+                "copy_gb_s": bandwidth / 1e9, "read_gb_s": read / 1e9, "decode_bound_tok_s": bound})
         );
     } else {
         println!(
@@ -210,7 +213,7 @@ fn main() -> anyhow::Result<()> {
             params as f64 / 1e6
         );
         println!(
-            "decode batch 1      {batch1:8.1} tok/s  ({:.0} % of the {bound:.1} tok/s bandwidth bound)",
+            "decode batch 1      {batch1:8.1} tok/s  ({:.0} % of the {bound:.1} tok/s read-bandwidth bound)",
             100.0 * batch1 / bound
         );
         println!(
@@ -223,6 +226,7 @@ fn main() -> anyhow::Result<()> {
             prompt.len()
         );
         println!("train 5x512         {train:8.1} tok/s  (peak RSS {peak_gib:.2} GiB)");
+        println!("read bandwidth      {:8.1} GB/s", read / 1e9);
         println!("copy bandwidth      {:8.1} GB/s", bandwidth / 1e9);
     }
     Ok(())
@@ -239,6 +243,33 @@ fn peak_rss_bytes() -> u64 {
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// Bytes per second that rayon's threads read from a 512 MB f32 buffer, summing it in place
+/// (best of 5): what a decode step that streams every weight once can at most reach.
+fn read_bandwidth() -> f64 {
+    use rayon::prelude::*;
+    let values = vec![1f32; 128 << 20];
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let sum: f32 = values
+            .par_chunks(1 << 16)
+            .map(|chunk| {
+                // Eight independent sums, so that the loop is bound by loads, not additions.
+                let mut lanes = [0f32; 8];
+                for block in chunk.chunks_exact(8) {
+                    for (lane, v) in lanes.iter_mut().zip(block) {
+                        *lane += v;
+                    }
+                }
+                lanes.iter().sum::<f32>()
+            })
+            .sum();
+        std::hint::black_box(sum);
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    (values.len() * 4) as f64 / best
 }
 
 /// Bytes per second read by a large memory copy (best of 5).
