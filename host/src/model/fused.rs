@@ -551,6 +551,30 @@ mod tests {
             .unwrap()
     }
 
+    /// Asserts that the same weighted loss of `fused` and `composed` gives every one of `vars`
+    /// the same gradient, within `tolerance`; returns the fused path's gradients.
+    fn assert_same_gradients(
+        fused: &Tensor,
+        composed: &Tensor,
+        vars: &[&Var],
+        seed: u64,
+        tolerance: f32,
+    ) -> Vec<Tensor> {
+        let a = weighted_sum(fused, seed).backward().unwrap();
+        let b = weighted_sum(composed, seed).backward().unwrap();
+        vars.iter()
+            .map(|var| {
+                let (x, y) = (
+                    a.get(var.as_tensor()).unwrap(),
+                    b.get(var.as_tensor()).unwrap(),
+                );
+                let difference = max_difference(x, y);
+                assert!(difference < tolerance, "{difference}");
+                x.clone()
+            })
+            .collect()
+    }
+
     #[test]
     fn token_stats_match_the_composed_ops_and_their_gradients() {
         let logits = Var::from_tensor(&random(&[7, 300], 1, 12.0)).unwrap();
@@ -573,13 +597,7 @@ mod tests {
         assert!(max_difference(&fused, &composed) < 1e-5);
         assert!(entropy.min(0).unwrap().to_scalar::<f32>().unwrap() > 0.0);
 
-        let g_fused = weighted_sum(&fused, 9).backward().unwrap();
-        let g_composed = weighted_sum(&composed, 9).backward().unwrap();
-        let (a, b) = (
-            g_fused.get(logits.as_tensor()).unwrap(),
-            g_composed.get(logits.as_tensor()).unwrap(),
-        );
-        assert!(max_difference(a, b) < 1e-5, "{}", max_difference(a, b));
+        let a = &assert_same_gradients(&fused, &composed, &[&logits], 9, 1e-5)[0];
         assert!(
             a.abs()
                 .unwrap()
@@ -629,13 +647,7 @@ mod tests {
         )
         .unwrap();
         assert!(max_difference(&fused, &composed) < 1e-6);
-        let g_fused = weighted_sum(&fused, 3).backward().unwrap();
-        let g_composed = weighted_sum(&composed, 3).backward().unwrap();
-        let (a, b) = (
-            g_fused.get(scores.as_tensor()).unwrap(),
-            g_composed.get(scores.as_tensor()).unwrap(),
-        );
-        assert!(max_difference(a, b) < 1e-6, "{}", max_difference(a, b));
+        let a = &assert_same_gradients(&fused, &composed, &[&scores], 3, 1e-6)[0];
         // Masked keys get no gradient.
         let row = a.get(1).unwrap().get(0).unwrap().get(3).unwrap();
         let row = row.to_vec1::<f32>().unwrap();
@@ -667,15 +679,7 @@ mod tests {
             .broadcast_mul(w.as_tensor())
             .unwrap();
         assert!(max_difference(&fused, &composed) < 1e-5);
-        let g_fused = weighted_sum(&fused, 6).backward().unwrap();
-        let g_composed = weighted_sum(&composed, 6).backward().unwrap();
-        for var in [&x, &w] {
-            let (a, b) = (
-                g_fused.get(var.as_tensor()).unwrap(),
-                g_composed.get(var.as_tensor()).unwrap(),
-            );
-            assert!(max_difference(a, b) < 1e-4, "{}", max_difference(a, b));
-        }
+        assert_same_gradients(&fused, &composed, &[&x, &w], 6, 1e-4);
     }
 
     #[test]
@@ -702,10 +706,7 @@ mod tests {
         .transpose(1, 2)
         .unwrap();
         assert!(max_difference(&fused, &composed) < 1e-6);
-        let a = weighted_sum(&fused, 10).backward().unwrap();
-        let b = weighted_sum(&composed, 10).backward().unwrap();
-        let (a, b) = (a.get(x.as_tensor()).unwrap(), b.get(x.as_tensor()).unwrap());
-        assert!(max_difference(a, b) < 1e-5, "{}", max_difference(a, b));
+        assert_same_gradients(&fused, &composed, &[&x], 10, 1e-5);
     }
 
     #[test]
@@ -715,15 +716,7 @@ mod tests {
         let fused = swiglu(gate.as_tensor(), up.as_tensor()).unwrap();
         let composed = (gate.as_tensor().silu().unwrap() * up.as_tensor()).unwrap();
         assert!(max_difference(&fused, &composed) < 1e-5);
-        let a = weighted_sum(&fused, 13).backward().unwrap();
-        let b = weighted_sum(&composed, 13).backward().unwrap();
-        for var in [&gate, &up] {
-            let (x, y) = (
-                a.get(var.as_tensor()).unwrap(),
-                b.get(var.as_tensor()).unwrap(),
-            );
-            assert!(max_difference(x, y) < 1e-5, "{}", max_difference(x, y));
-        }
+        assert_same_gradients(&fused, &composed, &[&gate, &up], 13, 1e-5);
     }
 
     #[test]
