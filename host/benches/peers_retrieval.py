@@ -48,6 +48,7 @@ from sentence_transformers import SentenceTransformer
 THREADS = 2
 HNSW_M = 32
 EF_SEARCH = (16, 64, 128)
+BATCH_RUNS = 5  # timed runs of the batched search; the best counts
 
 
 def log(message):
@@ -110,9 +111,11 @@ def search_run(index, queries, exact, k):
         latencies[i] = time.perf_counter() - started
         found[i] = ids[0]
     loop = time.perf_counter() - loop_started
-    started = time.perf_counter()
-    index.search(queries, k)
-    batch = time.perf_counter() - started
+    batch = float("inf")
+    for _ in range(BATCH_RUNS):  # best of several, as our side does
+        started = time.perf_counter()
+        index.search(queries, k)
+        batch = min(batch, time.perf_counter() - started)
     recall = np.mean([len(set(found[i]) & set(exact[i])) / k for i in range(q)])
     return {
         "p50_ms": float(np.percentile(latencies, 50) * 1e3),

@@ -12,3 +12,4 @@ pub mod plugins;
 pub mod report;
 pub mod retrieval;
 pub mod rollout;
+pub mod vector_math;

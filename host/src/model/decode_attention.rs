@@ -86,11 +86,7 @@ fn attend_body(query: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &mu
         scores.push(dot(query, key) * scale);
     }
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut total = 0f32;
-    for score in &mut scores {
-        *score = (*score - max).exp();
-        total += *score;
-    }
+    let total = crate::vector_math::exp_in_place(&mut scores, max);
     for (weight, value) in scores.iter().zip(values.chunks_exact(head_dim)) {
         let weight = weight / total;
         for (o, v) in out.iter_mut().zip(value) {

@@ -10,6 +10,7 @@
 //! - [`rope`]: the rotary embedding (rotate-half form) of q or k rows.
 //! - [`swiglu`]: the MLP's `silu(gate) · up`.
 
+use crate::vector_math;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -48,16 +49,54 @@ pub fn token_logprob_entropy(logits: &Tensor, targets: &Tensor) -> candle_core::
 
 struct TokenLogprobEntropy;
 
-/// Log-sum-exp of a row and the softmax-weighted mean of its values.
+/// Log-sum-exp of a row and the softmax-weighted mean of its values (sums in f64 lanes).
 fn row_lse_and_mean(row: &[f32]) -> (f64, f64) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let (mut sum, mut weighted) = (0f64, 0f64);
-    for &z in row {
-        let e = (z - max).exp() as f64;
-        sum += e;
-        weighted += e * z as f64;
-    }
+    let max = vector_math::max(row);
+    let (sum, weighted) = exp_sums(row, max);
     (max as f64 + sum.ln(), weighted / sum)
+}
+
+/// Σ e^(z − max) and Σ e^(z − max)·z over a row.
+fn exp_sums(row: &[f32], max: f32) -> (f64, f64) {
+    vector_math::with_avx2!(run(row: &[f32], max: f32) -> (f64, f64) {
+        const LANES: usize = 4;
+        let (mut sums, mut weighted) = ([0f64; LANES], [0f64; LANES]);
+        let mut chunks = row.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            for ((s, w), &z) in sums.iter_mut().zip(&mut weighted).zip(chunk) {
+                let e = vector_math::exp_nonpositive(z - max) as f64;
+                *s += e;
+                *w += e * z as f64;
+            }
+        }
+        let (mut sum, mut weight) = (0f64, 0f64);
+        for &z in chunks.remainder() {
+            let e = vector_math::exp_nonpositive(z - max) as f64;
+            sum += e;
+            weight += e * z as f64;
+        }
+        (sums.iter().sum::<f64>() + sum, weighted.iter().sum::<f64>() + weight)
+    })
+}
+
+/// Gradient of (log-prob of the target, entropy) with respect to one row of logits, without
+/// the target's own +g_logp: −g_logp·p_j − g_entropy·p_j·(log p_j + H).
+fn logprob_entropy_grad(
+    row: &[f32],
+    lse: f32,
+    entropy: f32,
+    g_logp: f32,
+    g_entropy: f32,
+    out: &mut [f32],
+) {
+    vector_math::with_avx2!(run(row: &[f32], lse: f32, entropy: f32, g_logp: f32, g_entropy: f32, out: &mut [f32]) {
+        for (o, &z) in out.iter_mut().zip(row) {
+            let logp = z - lse;
+            // logp ≤ 0 up to rounding; the exponential is exact enough just above 0 too.
+            let p = vector_math::exp_nonpositive(logp);
+            *o = -g_logp * p - g_entropy * p * (logp + entropy);
+        }
+    })
 }
 
 impl CustomOp2 for TokenLogprobEntropy {
@@ -121,11 +160,7 @@ impl CustomOp2 for TokenLogprobEntropy {
                     let (logp_target, entropy) = (res[i][0], res[i][1]);
                     let (g_logp, g_entropy) = (grad[i][0], grad[i][1]);
                     let lse = row[target] - logp_target;
-                    for (o, &z) in out.iter_mut().zip(row) {
-                        let logp = z - lse;
-                        let p = logp.exp();
-                        *o = -g_logp * p - g_entropy * p * (logp + entropy);
-                    }
+                    logprob_entropy_grad(row, lse, entropy, g_logp, g_entropy, out);
                     out[target] += g_logp;
                 });
             Ok(())
@@ -181,18 +216,10 @@ impl CustomOp2 for MaskedSoftmax {
             .for_each(|(row, (out, scores))| {
                 let (b, query) = (row / (heads * queries), row % queries);
                 let bias = &bias[(b * queries + query) * keys..][..keys];
-                let mut max = f32::NEG_INFINITY;
-                for ((o, &s), &m) in out.iter_mut().zip(scores).zip(bias) {
-                    *o = s * scale + m;
-                    max = max.max(*o);
+                for (o, &s) in out.iter_mut().zip(scores) {
+                    *o = s * scale;
                 }
-                let mut sum = 0f32;
-                for o in out.iter_mut() {
-                    *o = (*o - max).exp();
-                    sum += *o;
-                }
-                let inverse = 1.0 / sum;
-                out.iter_mut().for_each(|o| *o *= inverse);
+                vector_math::softmax_with_bias_in_place(out, bias);
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }

@@ -10,8 +10,9 @@
 
 use super::tokenizer::ModelTokenizer;
 use super::transformer::{KvCache, Policy};
+use crate::vector_math;
 use anyhow::{Result, bail};
-use candle_core::{D, DType, Tensor};
+use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -290,7 +291,7 @@ impl<'m> Engine<'m> {
             Some(logits) => logits.to_dtype(DType::F32)?,
             None => bail!("sequence {index} has no logits to sample from"),
         };
-        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec1::<f32>()?;
+        let log_probs = vector_math::log_softmax(&logits.to_vec1::<f32>()?);
         let token = choose(&log_probs, &params, &mut sequence.rng);
         sequence.tokens.push(token);
         sequence.sampled.push(true);
@@ -351,11 +352,10 @@ fn choose(log_probs: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> u
     }
     if params.top_k == 0 && params.top_p >= 1.0 {
         // Plain temperature sampling: no need to sort the vocabulary.
-        let max = log_probs.iter().copied().fold(f32::NEG_INFINITY, f32::max) / params.temperature;
-        let weights: Vec<f32> = log_probs
-            .iter()
-            .map(|lp| (lp / params.temperature - max).exp())
-            .collect();
+        let inverse_temperature = 1.0 / params.temperature;
+        let max = vector_math::max(log_probs) * inverse_temperature;
+        let mut weights = vec![0f32; log_probs.len()];
+        vector_math::scaled_exp(log_probs, inverse_temperature, max, &mut weights);
         return draw(&weights, rng).map_or_else(argmax, |i| i as u32);
     }
     let mut candidates: Vec<(u32, f32)> = log_probs

@@ -2,13 +2,15 @@
 //! `models::bert` (and Hugging Face's `BertModel`), arranged for CPU speed:
 //! - each projection is one 2-D matrix product over all tokens of the batch (weights stored
 //!   transposed and contiguous; query, key and value fused into one product);
-//! - fused softmax and layer norm kernels;
-//! - GELU with a vectorisable erf (Abramowitz–Stegun 7.1.26, |error| < 1e-6) applied in place.
+//! - candle's fused layer norm; biases added in place together with the GELU or the residual
+//!   connection, and the attention softmax with the padding bias in one pass ([`super::bert_ops`],
+//!   on CPU f32; GELU with a vectorised erf, |error| < 1e-6).
 //!
 //! `tests/retrieval.rs` checks it against candle's stock BERT.
 
+use super::bert_ops;
 use anyhow::{Context, Result};
-use candle_core::{CpuStorage, D, DType, Layout, Tensor};
+use candle_core::{D, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 
@@ -28,7 +30,12 @@ impl Dense {
 
     /// `[rows, in]` → `[rows, out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.matmul(&self.weight_t)?.broadcast_add(&self.bias)?)
+        Ok(self.product(x)?.broadcast_add(&self.bias)?)
+    }
+
+    /// `[rows, in]` → `[rows, out]` without the bias.
+    fn product(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.matmul(&self.weight_t)?)
     }
 }
 
@@ -182,9 +189,7 @@ impl BertEncoder {
             .embedding_norm
             .forward(&embedded.reshape((rows, hidden))?)?;
         // Additive attention bias: 0 for real keys, a large negative number for padding.
-        let bias = ((mask.ones_like()? - mask)? * -1e30f64)?
-            .reshape((batch, 1, 1, tokens))?
-            .contiguous()?;
+        let bias = ((mask.ones_like()? - mask)? * -1e30f64)?.contiguous()?;
         for layer in &self.layers {
             let qkv = layer
                 .qkv
@@ -194,90 +199,64 @@ impl BertEncoder {
             let q = qkv.get(0)?.contiguous()?;
             let k = qkv.get(1)?.contiguous()?;
             let v = qkv.get(2)?.contiguous()?;
-            let scores = q.matmul(&k.t()?)?.broadcast_add(&bias)?;
-            let probabilities = candle_nn::ops::softmax_last_dim(&scores)?;
+            let probabilities = attention_probabilities(q.matmul(&k.t()?)?, &bias)?;
             let context = probabilities
                 .matmul(&v)?
                 .transpose(1, 2)?
                 .reshape((rows, hidden))?;
-            let attended = (layer.attention_out.forward(&context)? + &x)?;
+            let attended = bias_residual(
+                layer.attention_out.product(&context)?,
+                &layer.attention_out.bias,
+                &x,
+            )?;
             let attended = layer.attention_norm.forward(&attended)?;
-            let inner = layer.intermediate.forward(&attended)?;
-            let inner = activate(inner, self.activation)?;
-            let out = (layer.output.forward(&inner)? + &attended)?;
+            let inner = bias_activate(
+                layer.intermediate.product(&attended)?,
+                &layer.intermediate.bias,
+                self.activation,
+            )?;
+            let out = bias_residual(layer.output.product(&inner)?, &layer.output.bias, &attended)?;
             x = layer.output_norm.forward(&out)?;
         }
         Ok(x.reshape((batch, tokens, hidden))?)
     }
 }
 
-/// The configured activation; exact GELU runs in place on CPU with the fast erf.
-fn activate(x: Tensor, activation: HiddenAct) -> Result<Tensor> {
-    match activation {
-        HiddenAct::Gelu if x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() => {
-            x.inplace_op1(&GeluErf)?;
-            Ok(x)
-        }
-        HiddenAct::Gelu => Ok(x.gelu_erf()?),
-        HiddenAct::GeluApproximate => Ok(x.gelu()?),
-        HiddenAct::Relu => Ok(x.relu()?),
+/// The configured activation, after adding `bias` to every row of `x` `[rows, width]`; exact
+/// GELU runs fused with the bias and in place on CPU.
+fn bias_activate(x: Tensor, bias: &Tensor, activation: HiddenAct) -> Result<Tensor> {
+    if activation == HiddenAct::Gelu && bert_ops::applies(&[&x, bias]) {
+        bert_ops::bias_gelu(&x, bias)?;
+        return Ok(x);
     }
+    let x = x.broadcast_add(bias)?;
+    Ok(match activation {
+        HiddenAct::Gelu => x.gelu_erf()?,
+        HiddenAct::GeluApproximate => x.gelu()?,
+        HiddenAct::Relu => x.relu()?,
+    })
 }
 
-/// GELU(x) = x/2 · (1 + erf(x/√2)), in place.
-struct GeluErf;
-
-impl candle_core::InplaceOp1 for GeluErf {
-    fn name(&self) -> &'static str {
-        "gelu-erf-fast"
+/// `product + bias + residual` (a dense layer's output and the residual connection), in place
+/// on CPU.
+fn bias_residual(product: Tensor, bias: &Tensor, residual: &Tensor) -> Result<Tensor> {
+    if bert_ops::applies(&[&product, bias, residual]) {
+        bert_ops::bias_residual(&product, bias, residual)?;
+        return Ok(product);
     }
-
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::F32(values) = storage else {
-            candle_core::bail!("gelu-erf-fast: f32 only");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("gelu-erf-fast: contiguous tensors only");
-        };
-        for x in &mut values[start..end] {
-            *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
-        }
-        Ok(())
-    }
+    Ok((product.broadcast_add(bias)? + residual)?)
 }
 
-/// erf with |error| < 1e-6 in f32 (Abramowitz and Stegun 7.1.26: 1.5e-7, plus f32 rounding);
-/// branch-free so it vectorises.
-#[inline(always)]
-pub fn erf(x: f32) -> f32 {
-    const P: f32 = 0.327_591_1;
-    const A: [f32; 5] = [
-        0.254_829_6,
-        -0.284_496_74,
-        1.421_413_8,
-        -1.453_152_1,
-        1.061_405_4,
-    ];
-    let sign = x.signum();
-    let a = x.abs();
-    let t = 1.0 / (1.0 + P * a);
-    let polynomial = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    sign * (1.0 - polynomial * exp_negative(-a * a))
-}
-
-/// e^x for x ≤ 0 (relative error < 2e-7): x = n·ln2 + r with |r| ≤ ln2/2, e^r by its Taylor
-/// polynomial of degree 6, 2^n through the exponent bits. Branch-free, so loops vectorise.
-#[inline(always)]
-fn exp_negative(x: f32) -> f32 {
-    let x = x.max(-87.0);
-    let n = (x * std::f32::consts::LOG2_E).round();
-    // ln 2 in two parts (Cody–Waite) so n·ln2 is exact enough in f32.
-    let r = (x - n * 0.693_145_75) - n * 1.428_606_8e-6;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    f32::from_bits(((n as i32 + 127) as u32) << 23) * p
+/// Attention probabilities: softmax over the keys of `scores` `[batch, heads, queries, keys]`
+/// plus `bias` `[batch, keys]`, in place on CPU.
+fn attention_probabilities(scores: Tensor, bias: &Tensor) -> Result<Tensor> {
+    if bert_ops::applies(&[&scores, bias]) {
+        bert_ops::masked_softmax(&scores, bias)?;
+        return Ok(scores);
+    }
+    let (batch, keys) = bias.dims2()?;
+    let scores = scores.broadcast_add(&bias.reshape((batch, 1, 1, keys))?)?;
+    Ok(candle_nn::ops::softmax_last_dim(&scores)?)
 }
 
 /// Mean of `hidden` over the real tokens of each row (`mask` 1/0), `[batch, hidden]`.
@@ -295,33 +274,4 @@ pub fn l2_normalise(x: &Tensor) -> Result<Tensor> {
         .sqrt()?
         .clamp(1e-12, f64::MAX)?;
     Ok(x.broadcast_div(&norms)?)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_fast_erf_is_within_1e_6_of_an_f64_erf() {
-        let mut worst = 0f32;
-        for i in -60_000..=60_000 {
-            let x = i as f32 * 1e-4;
-            worst = worst.max((super::erf(x) - libm_erf(x)).abs());
-        }
-        assert!(worst < 1e-6, "{worst}");
-    }
-
-    #[test]
-    fn the_fast_exponential_is_within_3e_7_relative() {
-        for i in 0..=870_000 {
-            let x = -(i as f32) * 1e-4;
-            let (fast, exact) = (super::exp_negative(x), (x as f64).exp());
-            assert!(
-                ((fast as f64 - exact) / exact).abs() < 3e-7,
-                "{x}: {fast} vs {exact}"
-            );
-        }
-    }
-
-    fn libm_erf(x: f32) -> f32 {
-        candle_core::cpu::erf::erf_f64(x as f64) as f32
-    }
 }

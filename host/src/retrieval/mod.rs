@@ -2,6 +2,7 @@
 //! one LMDB environment), search, and the HTTP server that speaks Search-R1's and ReSearch's APIs.
 
 pub mod bert;
+pub mod bert_ops;
 pub mod embedder;
 pub mod index;
 pub mod ingest;

@@ -28,50 +28,66 @@ fn quantize(vector: &[f32], codes: &mut [i8]) -> f32 {
     scale
 }
 
-/// Integer dot product of two equally long code vectors.
-fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+/// Queries compared with the codes in one pass over them: each stored code row is loaded and
+/// widened once for all of them.
+const QUERIES_PER_PASS: usize = 4;
+
+/// A query's codes widened to i16, the form the vector kernel multiplies with.
+fn widened_codes(query: &[f32]) -> Vec<i16> {
+    let mut codes = vec![0i8; query.len()];
+    quantize(query, &mut codes);
+    codes.into_iter().map(i16::from).collect()
+}
+
+/// Integer dot products of one stored code row with `Q` widened queries of the same length.
+fn dots<const Q: usize>(row: &[i8], queries: [&[i16]; Q]) -> [i32; Q] {
+    assert!(
+        queries.iter().all(|q| q.len() == row.len()),
+        "queries must be as long as the codes"
+    );
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present (checked just above).
-        return unsafe { dot_i8_avx2(a, b) };
+        // SAFETY: AVX2 is present (checked just above); lengths checked above.
+        return unsafe { dots_avx2(row, queries) };
     }
-    a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
+    queries.map(|q| row.iter().zip(q).map(|(&x, &y)| x as i32 * y as i32).sum())
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
+unsafe fn dots_avx2<const Q: usize>(row: &[i8], queries: [&[i16]; Q]) -> [i32; Q] {
     use std::arch::x86_64::*;
-    let n = a.len().min(b.len());
-    let mut sum = _mm256_setzero_si256();
+    let n = row.len();
+    let mut sums = [_mm256_setzero_si256(); Q];
     let mut i = 0;
     while i + 16 <= n {
-        // SAFETY: i + 16 ≤ n, so both 16-byte loads stay inside the slices.
-        let (x, y) = unsafe {
-            (
-                _mm_loadu_si128(a.as_ptr().add(i).cast()),
-                _mm_loadu_si128(b.as_ptr().add(i).cast()),
-            )
-        };
-        // Widen to i16, multiply, and add neighbouring products into i32 lanes.
-        let products = _mm256_madd_epi16(_mm256_cvtepi8_epi16(x), _mm256_cvtepi8_epi16(y));
-        sum = _mm256_add_epi32(sum, products);
+        // SAFETY: i + 16 ≤ n, the length of the row and of every query.
+        let codes = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(row.as_ptr().add(i).cast()) });
+        for (sum, query) in sums.iter_mut().zip(&queries) {
+            let values = unsafe { _mm256_loadu_si256(query.as_ptr().add(i).cast()) };
+            *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(codes, values));
+        }
         i += 16;
     }
-    let halves = _mm_add_epi32(
-        _mm256_castsi256_si128(sum),
-        _mm256_extracti128_si256(sum, 1),
-    );
-    let pairs = _mm_add_epi32(halves, _mm_shuffle_epi32(halves, 0b01_00_11_10));
-    let total = _mm_add_epi32(pairs, _mm_shuffle_epi32(pairs, 0b10_11_00_01));
-    let mut result = _mm_cvtsi128_si32(total);
-    while i < n {
-        result += a[i] as i32 * b[i] as i32;
-        i += 1;
+    let mut totals = [0i32; Q];
+    for ((total, sum), query) in totals.iter_mut().zip(sums).zip(&queries) {
+        let halves = _mm_add_epi32(
+            _mm256_castsi256_si128(sum),
+            _mm256_extracti128_si256(sum, 1),
+        );
+        let pairs = _mm_add_epi32(halves, _mm_shuffle_epi32(halves, 0b01_00_11_10));
+        let four = _mm_add_epi32(pairs, _mm_shuffle_epi32(pairs, 0b10_11_00_01));
+        *total = _mm_cvtsi128_si32(four)
+            + row[i..]
+                .iter()
+                .zip(&query[i..])
+                .map(|(&x, &y)| x as i32 * y as i32)
+                .sum::<i32>();
     }
-    result
+    totals
 }
 
+/// Exact dot product in f32.
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -96,22 +112,36 @@ impl QuantizedScan {
         }
     }
 
-    /// The `k` best (key, cosine) of each query, best first.
+    /// Dimensions of the stored vectors.
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
+    /// The `k` best (key, cosine) of each query, best first. Several queries are split over two
+    /// threads, each comparing up to [`QUERIES_PER_PASS`] of them with the codes in one pass;
+    /// the results equal one query at a time.
     pub fn search(&self, queries: &Embeddings, k: usize) -> Vec<Vec<(u32, f32)>> {
         let rows = queries.len();
-        if rows <= 1 {
-            return (0..rows)
-                .map(|i| self.search_one(queries.row(i), k))
-                .collect();
+        let rows_of = |range: std::ops::Range<usize>| -> Vec<&[f32]> {
+            range.map(|i| queries.row(i)).collect()
+        };
+        if rows <= QUERIES_PER_PASS {
+            return self.search_group(&rows_of(0..rows), k);
         }
-        // Queries are independent: two lanes share them.
+        // Two lanes, each taking its queries a group at a time.
         let per_lane = rows.div_ceil(2);
         let mut results: Vec<Vec<(u32, f32)>> = vec![Vec::new(); rows];
         std::thread::scope(|scope| {
             for (lane, chunk) in results.chunks_mut(per_lane).enumerate() {
+                let rows_of = &rows_of;
                 scope.spawn(move || {
-                    for (offset, slot) in chunk.iter_mut().enumerate() {
-                        *slot = self.search_one(queries.row(lane * per_lane + offset), k);
+                    let first = lane * per_lane;
+                    for (group, slots) in chunk.chunks_mut(QUERIES_PER_PASS).enumerate() {
+                        let start = first + group * QUERIES_PER_PASS;
+                        let found = self.search_group(&rows_of(start..start + slots.len()), k);
+                        for (slot, hits) in slots.iter_mut().zip(found) {
+                            *slot = hits;
+                        }
                     }
                 });
             }
@@ -119,20 +149,50 @@ impl QuantizedScan {
         results
     }
 
-    fn search_one(&self, query: &[f32], k: usize) -> Vec<(u32, f32)> {
+    /// Up to [`QUERIES_PER_PASS`] queries in one pass over the codes, then each query's
+    /// candidates re-ranked exactly.
+    fn search_group(&self, queries: &[&[f32]], k: usize) -> Vec<Vec<(u32, f32)>> {
         let n = self.keys.len();
         if n == 0 || k == 0 {
-            return Vec::new();
+            return vec![Vec::new(); queries.len()];
         }
-        let mut query_codes = vec![0i8; self.dims];
-        quantize(query, &mut query_codes);
-        let mut approximate: Vec<(f32, u32)> = self
-            .codes
-            .chunks(self.dims)
-            .zip(&self.scales)
-            .enumerate()
-            .map(|(i, (codes, scale))| (dot_i8(codes, &query_codes) as f32 * scale, i as u32))
-            .collect();
+        let widened: Vec<Vec<i16>> = queries.iter().map(|q| widened_codes(q)).collect();
+        let mut approximate: Vec<Vec<(f32, u32)>> =
+            queries.iter().map(|_| Vec::with_capacity(n)).collect();
+        match queries.len() {
+            0 => {}
+            1 => self.approximate_scores::<1>(&widened, &mut approximate),
+            2 => self.approximate_scores::<2>(&widened, &mut approximate),
+            3 => self.approximate_scores::<3>(&widened, &mut approximate),
+            4 => self.approximate_scores::<4>(&widened, &mut approximate),
+            more => unreachable!("{more} queries in one pass; at most {QUERIES_PER_PASS}"),
+        }
+        approximate
+            .into_iter()
+            .zip(queries)
+            .map(|(scores, query)| self.rerank(scores, query, k))
+            .collect()
+    }
+
+    /// Every stored vector's approximate score (integer dot product × the vector's scale) for
+    /// each of `Q` queries.
+    fn approximate_scores<const Q: usize>(
+        &self,
+        widened: &[Vec<i16>],
+        approximate: &mut [Vec<(f32, u32)>],
+    ) {
+        let queries: [&[i16]; Q] = std::array::from_fn(|j| widened[j].as_slice());
+        for (i, (codes, scale)) in self.codes.chunks(self.dims).zip(&self.scales).enumerate() {
+            for (scores, dot) in approximate.iter_mut().zip(dots(codes, queries)) {
+                scores.push((dot as f32 * scale, i as u32));
+            }
+        }
+    }
+
+    /// The best [`CANDIDATES_PER_RESULT`]·k approximate candidates re-ranked by their exact
+    /// cosine; the `k` best.
+    fn rerank(&self, mut approximate: Vec<(f32, u32)>, query: &[f32], k: usize) -> Vec<(u32, f32)> {
+        let n = approximate.len();
         let pool = (k * CANDIDATES_PER_RESULT).max(MIN_CANDIDATES).min(n);
         if pool < n {
             approximate.select_nth_unstable_by(pool, |a, b| b.0.total_cmp(&a.0));
@@ -171,22 +231,42 @@ mod tests {
     }
 
     #[test]
-    fn the_simd_dot_product_equals_the_plain_one_at_every_length() {
+    fn the_simd_dot_products_equal_the_plain_ones_at_every_length() {
         let a: Vec<i8> = (0..100).map(|i| ((i * 37) % 255 - 127) as i8).collect();
-        let b: Vec<i8> = (0..100).map(|i| ((i * 91 + 5) % 255 - 127) as i8).collect();
+        let queries: Vec<Vec<i16>> = (0..4)
+            .map(|q| {
+                (0..100)
+                    .map(|i| ((i * 91 + 5 + q * 13) % 255 - 127) as i16)
+                    .collect()
+            })
+            .collect();
         for n in 0..100 {
-            let plain: i32 = a[..n]
+            let plain: Vec<i32> = queries
                 .iter()
-                .zip(&b[..n])
-                .map(|(&x, &y)| x as i32 * y as i32)
-                .sum();
-            assert_eq!(dot_i8(&a[..n], &b[..n]), plain, "length {n}");
+                .map(|q| {
+                    a[..n]
+                        .iter()
+                        .zip(&q[..n])
+                        .map(|(&x, &y)| x as i32 * y as i32)
+                        .sum()
+                })
+                .collect();
+            assert_eq!(dots(&a[..n], [&queries[0][..n]]), [plain[0]], "length {n}");
+            let four: [&[i16]; 4] = std::array::from_fn(|q| &queries[q][..n]);
+            assert_eq!(dots(&a[..n], four).to_vec(), plain, "length {n}");
         }
     }
 
     #[test]
+    #[should_panic(expected = "queries must be as long as the codes")]
+    fn a_query_of_another_length_is_refused() {
+        dots(&[1i8; 16], [&[1i16; 15][..]]);
+    }
+
+    #[test]
     fn the_scan_finds_the_same_neighbours_as_a_full_f32_comparison() {
-        // 3000 pseudo-random unit vectors of 48 dims and 40 random queries, one and many at once.
+        // 3000 pseudo-random unit vectors of 48 dims and 43 random queries (lanes of 22 and 21 in
+        // groups of up to four), one and many at once.
         let (n, dims) = (3000, 48);
         let mut state = 12345u64;
         let mut next = || {
@@ -206,7 +286,7 @@ mod tests {
         let data = unit(n);
         let queries = Embeddings {
             dims,
-            data: unit(40),
+            data: unit(43),
         };
         let keys = (0..n as u32).map(|i| i * 3).collect();
         let scan = QuantizedScan::new(

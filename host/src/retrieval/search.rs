@@ -204,7 +204,16 @@ impl Searcher {
     pub fn search_vectors(&self, queries: &Embeddings, k: usize) -> Result<Vec<Vec<(u32, f32)>>> {
         match &self.strategy {
             Strategy::Exact(flat) => exact_top_k(flat, queries, k),
-            Strategy::Scan(scan) => Ok(scan.search(queries, k)),
+            Strategy::Scan(scan) => {
+                if queries.dims != scan.dims() {
+                    anyhow::bail!(
+                        "the queries have {} dimensions but the index holds {}-dimensional vectors",
+                        queries.dims,
+                        scan.dims()
+                    );
+                }
+                Ok(scan.search(queries, k))
+            }
             Strategy::Ann { search_k } => {
                 let rtxn = self.index.read_txn()?;
                 let reader = self.index.reader(&rtxn)?;
