@@ -47,7 +47,7 @@ from sentence_transformers import SentenceTransformer
 
 THREADS = 2
 HNSW_M = 32
-EF_SEARCH = (16, 64, 128)
+EF_SEARCH = (16, 64, 80, 96, 128)
 BATCH_RUNS = 5  # timed runs of the batched search; the best counts
 
 

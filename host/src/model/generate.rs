@@ -185,6 +185,13 @@ impl<'m> Engine<'m> {
     /// One step: every running sequence samples a token; those still running then advance
     /// through one batched forward.
     pub fn step(&mut self) -> Result<()> {
+        // The whole step runs on a worker of rayon's pool, so its many short parallel kernels
+        // (a few per layer) are handed between the pool's threads instead of each waking the
+        // pool from outside and putting the calling thread to sleep.
+        rayon::scope(|_| self.step_on_worker())
+    }
+
+    fn step_on_worker(&mut self) -> Result<()> {
         let mut advance = Vec::new();
         for index in 0..self.sequences.len() {
             if self.sequences[index].state != SeqState::Running {
