@@ -27,7 +27,11 @@ pub fn applies(tensors: &[&Tensor]) -> bool {
     })
 }
 
-fn slice_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> CandleResult<&'a mut [f32]> {
+/// The contiguous f32 elements of an in-place target.
+pub(crate) fn slice_mut<'a>(
+    storage: &'a mut CpuStorage,
+    layout: &Layout,
+) -> CandleResult<&'a mut [f32]> {
     let (start, end) = layout
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg("in-place target must be contiguous".into()))?;
@@ -37,11 +41,16 @@ fn slice_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> CandleResult<&
     }
 }
 
-fn slice<'a>(storage: &'a CpuStorage, layout: &Layout, len: usize) -> CandleResult<&'a [f32]> {
+/// The contiguous f32 elements of an in-place operand.
+pub(crate) fn operand<'a>(storage: &'a CpuStorage, layout: &Layout) -> CandleResult<&'a [f32]> {
     let (start, end) = layout
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg("in-place operand must be contiguous".into()))?;
-    let data = &storage.as_slice::<f32>()?[start..end];
+    Ok(&storage.as_slice::<f32>()?[start..end])
+}
+
+fn slice<'a>(storage: &'a CpuStorage, layout: &Layout, len: usize) -> CandleResult<&'a [f32]> {
+    let data = operand(storage, layout)?;
     if data.len() != len {
         candle_core::bail!("in-place operand has {} elements, not {len}", data.len());
     }

@@ -4,6 +4,7 @@
 //! [`crate::vector_math`]; [`applies`] says when these kernels can be used (other devices and
 //! dtypes keep candle's ops).
 
+use crate::grpo::inplace::{operand, slice_mut};
 use crate::vector_math::{bias_gelu_in_place, bias_residual_in_place, softmax_with_bias_in_place};
 use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor};
 use rayon::prelude::*;
@@ -18,23 +19,6 @@ pub fn applies(tensors: &[&Tensor]) -> bool {
     tensors
         .iter()
         .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous())
-}
-
-fn slice_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> CandleResult<&'a mut [f32]> {
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("in-place target must be contiguous".into()))?;
-    match storage {
-        CpuStorage::F32(data) => Ok(&mut data[start..end]),
-        _ => candle_core::bail!("in-place BERT kernels take f32 only"),
-    }
-}
-
-fn slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> CandleResult<&'a [f32]> {
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("in-place operand must be contiguous".into()))?;
-    Ok(&storage.as_slice::<f32>()?[start..end])
 }
 
 /// Whole rows of `width` per work item.
@@ -62,7 +46,7 @@ impl InplaceOp2 for BiasGelu {
         l2: &Layout,
     ) -> CandleResult<()> {
         let x = slice_mut(s1, l1)?;
-        let bias = slice(s2, l2)?;
+        let bias = operand(s2, l2)?;
         if bias.is_empty() || !x.len().is_multiple_of(bias.len()) {
             candle_core::bail!("bias-gelu: bias of {} for {} values", bias.len(), x.len());
         }
@@ -102,7 +86,7 @@ impl InplaceOp3 for BiasResidual {
         l3: &Layout,
     ) -> CandleResult<()> {
         let x = slice_mut(s1, l1)?;
-        let (bias, residual) = (slice(s2, l2)?, slice(s3, l3)?);
+        let (bias, residual) = (operand(s2, l2)?, operand(s3, l3)?);
         if bias.is_empty() || !x.len().is_multiple_of(bias.len()) {
             candle_core::bail!(
                 "bias-residual: bias of {} for {} values",
@@ -150,7 +134,7 @@ impl InplaceOp2 for MaskedSoftmax {
         l2: &Layout,
     ) -> CandleResult<()> {
         let scores = slice_mut(s1, l1)?;
-        let bias = slice(s2, l2)?;
+        let bias = operand(s2, l2)?;
         let keys = bias.len() / self.batch.max(1);
         if keys == 0 || scores.is_empty() {
             return Ok(());
