@@ -1,5 +1,5 @@
 //! Retrieval end to end on a small corpus with a tiny random embedder: ingest, build, search
-//! (exact, int8 scan and ANN), embedder checks, incremental add, bad corpus lines, and a build killed
+//! (exact, scan and ANN), embedder checks, incremental add, bad corpus lines, and a build killed
 //! mid-way then resumed.
 
 mod common;

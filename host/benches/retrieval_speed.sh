@@ -47,7 +47,7 @@ print("| search (same vectors) | build s | disk MB | p50 ms | p99 ms | queries/s
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
 b = ours["build"]
 for name, m in ours["modes"].items():
-    label = {"exact": "ours exact (f32 matrix product)", "scan": "ours scan (int8 + f32 re-rank)"}.get(
+    label = {"exact": "ours exact (f32 matrix product)", "scan": "ours scan (sign bits + int8 + f32 re-rank)"}.get(
         name, "ours arroy " + name.replace("ann_", "").replace("search_k_", "search_k="))
     print(f"| {label} | {b['build_s']:.2f} | {b['disk_bytes']/1e6:.1f} | {m['p50_ms']:.3f} | {m['p99_ms']:.3f} | "
           f"{m['qps']:.0f} | {m['batch_qps']:.0f} | {m['recall_at_k']:.3f} |")

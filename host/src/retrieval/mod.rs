@@ -9,4 +9,5 @@ pub mod ingest;
 pub mod scan;
 pub mod search;
 pub mod server;
+pub mod sign_codes;
 pub mod tiny;

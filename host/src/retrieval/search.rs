@@ -21,8 +21,8 @@ pub enum SearchMode {
     Auto,
     /// Compare the query with every f32 vector (one matrix product): the ground truth.
     Exact,
-    /// Compare the query with every vector's int8 code, then re-rank the best candidates
-    /// with their f32 vectors (a quarter of the memory traffic; exact scores).
+    /// Compare the query with every vector's sign bits (Hamming distance), the nearest rows'
+    /// int8 codes, then re-rank the best candidates with their f32 vectors (exact scores).
     Scan,
     /// arroy's random-projection forest.
     Ann,
@@ -34,7 +34,7 @@ pub const DEFAULT_EXACT_LIMIT: u64 = 100_000;
 /// Search settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SearchOptions {
-    /// exact, scan (int8 scan + exact re-rank), ann, or auto (scan up to --exact-limit passages).
+    /// exact, scan (sign bits, int8 codes, exact re-rank), ann, or auto (scan up to --exact-limit passages).
     #[arg(long, value_enum, default_value_t = SearchMode::Auto)]
     pub mode: SearchMode,
     /// Largest index that `auto` scans in full.
