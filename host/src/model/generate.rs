@@ -365,31 +365,76 @@ fn choose(log_probs: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> u
         vector_math::scaled_exp(log_probs, inverse_temperature, max, &mut weights);
         return draw(&weights, rng).map_or_else(argmax, |i| i as u32);
     }
-    let mut candidates: Vec<(u32, f32)> = log_probs
+    let (candidates, weights) = truncated(log_probs, params);
+    draw(&weights, rng).map_or_else(argmax, |i| candidates[i])
+}
+
+/// Tokens sorted before a nucleus is looked for: enough for most nuclei, and grown fourfold
+/// until the nucleus fits.
+const NUCLEUS_HEAD: usize = 64;
+
+/// The tokens that top-k and top-p keep, most likely first (ties: lower id first), with their
+/// weights `exp((lp − max) / T)`. Only as many of the most likely tokens are sorted as the
+/// nucleus needs (usually a few dozen of a 50k–150k vocabulary), not the whole vocabulary.
+fn truncated(log_probs: &[f32], params: &SamplingParams) -> (Vec<u32>, Vec<f32>) {
+    let by_likelihood = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let mut scaled: Vec<(u32, f32)> = log_probs
         .iter()
         .enumerate()
         .map(|(i, lp)| (i as u32, lp / params.temperature))
         .collect();
-    candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    if params.top_k > 0 {
-        candidates.truncate(params.top_k);
-    }
-    let max = candidates.first().map_or(0.0, |c| c.1);
-    let mut weights: Vec<f32> = candidates.iter().map(|c| (c.1 - max).exp()).collect();
-    if params.top_p < 1.0 {
-        let total: f32 = weights.iter().sum();
-        let mut cumulative = 0.0;
-        let mut keep = weights.len();
-        for (i, w) in weights.iter().enumerate() {
-            cumulative += w / total;
-            if cumulative >= params.top_p {
-                keep = i + 1;
-                break;
-            }
+    let vocabulary = scaled.len();
+    // Sorts the `count` most likely tokens into the front of `scaled`.
+    let sort_head = |scaled: &mut Vec<(u32, f32)>, count: usize| {
+        if count < scaled.len() {
+            scaled.select_nth_unstable_by(count, by_likelihood);
         }
-        weights.truncate(keep);
+        scaled[..count].sort_by(by_likelihood);
+    };
+    // With top-k the candidates are the k most likely; without it, the whole vocabulary.
+    let limit = match params.top_k {
+        0 => vocabulary,
+        k => k.min(vocabulary),
+    };
+    let mut head = if params.top_p < 1.0 {
+        NUCLEUS_HEAD.min(limit)
+    } else {
+        limit
+    };
+    sort_head(&mut scaled, head);
+    let Some(&(_, max)) = scaled.first() else {
+        return (Vec::new(), Vec::new());
+    };
+    let weight = |value: f32| (value - max).exp();
+    let mut keep = head;
+    if params.top_p < 1.0 {
+        // The candidates' total weight: over the top k in sorted order, or over the vocabulary.
+        let total: f32 = if limit < vocabulary {
+            sort_head(&mut scaled, limit);
+            head = limit;
+            scaled[..limit].iter().map(|c| weight(c.1)).sum()
+        } else {
+            scaled.iter().map(|c| weight(c.1)).sum()
+        };
+        keep = loop {
+            let mut cumulative = 0.0;
+            let reached = scaled[..head].iter().position(|c| {
+                cumulative += weight(c.1) / total;
+                cumulative >= params.top_p
+            });
+            match reached {
+                Some(position) => break position + 1,
+                None if head == limit => break limit,
+                None => {
+                    head = (head * 4).min(limit);
+                    sort_head(&mut scaled, head);
+                }
+            }
+        };
     }
-    draw(&weights, rng).map_or_else(argmax, |i| candidates[i].0)
+    scaled.truncate(keep);
+    let weights = scaled.iter().map(|c| weight(c.1)).collect();
+    (scaled.into_iter().map(|c| c.0).collect(), weights)
 }
 
 /// Index drawn with probability proportional to `weights` (None when they are all zero).
@@ -416,4 +461,96 @@ fn mix(seed: u64, index: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rule `truncated` implements, by sorting the whole vocabulary.
+    fn truncated_by_full_sort(log_probs: &[f32], params: &SamplingParams) -> (Vec<u32>, Vec<f32>) {
+        let mut candidates: Vec<(u32, f32)> = log_probs
+            .iter()
+            .enumerate()
+            .map(|(i, lp)| (i as u32, lp / params.temperature))
+            .collect();
+        candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if params.top_k > 0 {
+            candidates.truncate(params.top_k);
+        }
+        let max = candidates.first().map_or(0.0, |c| c.1);
+        let mut weights: Vec<f32> = candidates.iter().map(|c| (c.1 - max).exp()).collect();
+        if params.top_p < 1.0 {
+            let total: f32 = weights.iter().sum();
+            let mut cumulative = 0.0;
+            let mut keep = weights.len();
+            for (i, w) in weights.iter().enumerate() {
+                cumulative += w / total;
+                if cumulative >= params.top_p {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            weights.truncate(keep);
+        }
+        candidates.truncate(weights.len());
+        (candidates.into_iter().map(|c| c.0).collect(), weights)
+    }
+
+    /// Log-softmax of pseudo-random logits with `spread` between the likeliest and the rest
+    /// (small: a flat distribution with a large nucleus; large: a peaked one).
+    fn distribution(vocabulary: usize, spread: f32, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let logits: Vec<f32> = (0..vocabulary)
+            .map(|_| spread * rng.random::<f32>().powi(8))
+            .collect();
+        vector_math::log_softmax(&logits)
+    }
+
+    #[test]
+    fn the_partial_sort_keeps_the_same_tokens_as_a_full_sort() {
+        let mut nuclei = Vec::new();
+        for (seed, spread) in [(1, 2.0), (2, 8.0), (3, 30.0), (4, 80.0)] {
+            let log_probs = distribution(5000, spread, seed);
+            for (temperature, top_p, top_k) in [
+                (1.0, 0.9, 0),
+                (0.7, 0.95, 0),
+                (1.3, 0.5, 0),
+                (1.0, 1.0, 40),
+                (1.0, 0.9, 40),
+                (1.0, 0.99, 3000),
+                (1.0, 1e-6, 0),
+            ] {
+                let params = SamplingParams {
+                    temperature,
+                    top_p,
+                    top_k,
+                    greedy: false,
+                };
+                let fast = truncated(&log_probs, &params);
+                let full = truncated_by_full_sort(&log_probs, &params);
+                assert_eq!(fast.0, full.0, "{params:?} spread {spread}");
+                for (a, b) in fast.1.iter().zip(&full.1) {
+                    assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} vs {b}");
+                }
+                if top_k == 0 {
+                    nuclei.push(fast.0.len());
+                }
+            }
+        }
+        // Nuclei from a single token to more than the first sorted head (so it had to grow).
+        assert!(nuclei.contains(&1));
+        assert!(nuclei.iter().any(|&n| n > NUCLEUS_HEAD * 4), "{nuclei:?}");
+    }
+
+    #[test]
+    fn ties_are_kept_lowest_id_first_and_an_empty_vocabulary_keeps_nothing() {
+        let log_probs = vec![(0.25f32).ln(); 4];
+        let params = SamplingParams {
+            top_p: 0.6,
+            ..SamplingParams::default()
+        };
+        assert_eq!(truncated(&log_probs, &params).0, vec![0, 1, 2]);
+        assert_eq!(truncated(&[], &params), (Vec::new(), Vec::new()));
+    }
 }
