@@ -396,7 +396,8 @@ fn truncated(log_probs: &[f32], params: &SamplingParams) -> (Vec<u32>, Vec<f32>)
         0 => vocabulary,
         k => k.min(vocabulary),
     };
-    let mut head = if params.top_p < 1.0 {
+    // Only a nucleus over the whole vocabulary starts from a small head; top-k sorts its k.
+    let mut head = if params.top_p < 1.0 && limit == vocabulary {
         NUCLEUS_HEAD.min(limit)
     } else {
         limit
@@ -408,14 +409,8 @@ fn truncated(log_probs: &[f32], params: &SamplingParams) -> (Vec<u32>, Vec<f32>)
     let weight = |value: f32| (value - max).exp();
     let mut keep = head;
     if params.top_p < 1.0 {
-        // The candidates' total weight: over the top k in sorted order, or over the vocabulary.
-        let total: f32 = if limit < vocabulary {
-            sort_head(&mut scaled, limit);
-            head = limit;
-            scaled[..limit].iter().map(|c| weight(c.1)).sum()
-        } else {
-            scaled.iter().map(|c| weight(c.1)).sum()
-        };
+        // The candidates' total weight: the top k's, or the whole vocabulary's.
+        let total: f32 = scaled[..limit].iter().map(|c| weight(c.1)).sum();
         keep = loop {
             let mut cumulative = 0.0;
             let reached = scaled[..head].iter().position(|c| {

@@ -152,8 +152,9 @@ impl SignCodes {
                 seen >= at_least
             })
             .unwrap_or(bins - 1) as u16;
-        // Branch-free compaction: every row is written, the end moves past the kept ones.
-        let mut kept = vec![0u32; rows + 1];
+        // Branch-free compaction: every row is written, the end moves past the kept ones (the
+        // histogram counted them: `seen`, plus one slot for the last write).
+        let mut kept = vec![0u32; seen + 1];
         let mut end = 0;
         for (i, &d) in scratch.iter().enumerate() {
             kept[end] = i as u32;
