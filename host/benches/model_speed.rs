@@ -164,28 +164,31 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let mut optimizer = AdamW::new(AdamWSettings::default());
     let mut step = || -> anyhow::Result<f64> {
-        let started = Instant::now();
-        let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
-        for sequence in &sequences {
-            let batch = PaddedBatch::new(std::slice::from_ref(sequence), 0, &Device::Cpu)?;
-            let loss = (model
-                .policy
-                .token_stats(&batch)?
-                .logprobs
-                .mean_all()?
-                .neg()?
-                / sequences.len() as f64)?;
-            // Each GradStore holds every intermediate's gradient: dropped once the
-            // parameters' gradients are taken.
-            let store = loss.backward()?;
-            for (name, var) in &params {
-                if let Some(grad) = store.get(var.as_tensor()) {
-                    accumulate(&mut grads, name, grad)?;
+        // On a rayon worker, as the trainer runs its updates (`model::worker`).
+        research_host::model::on_worker(|| {
+            let started = Instant::now();
+            let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
+            for sequence in &sequences {
+                let batch = PaddedBatch::new(std::slice::from_ref(sequence), 0, &Device::Cpu)?;
+                let loss = (model
+                    .policy
+                    .token_stats(&batch)?
+                    .logprobs
+                    .mean_all()?
+                    .neg()?
+                    / sequences.len() as f64)?;
+                // Each GradStore holds every intermediate's gradient: dropped once the
+                // parameters' gradients are taken.
+                let store = loss.backward()?;
+                for (name, var) in &params {
+                    if let Some(grad) = store.get(var.as_tensor()) {
+                        accumulate(&mut grads, name, grad)?;
+                    }
                 }
             }
-        }
-        optimizer.step(&params, &grads, 1e-6)?;
-        Ok(started.elapsed().as_secs_f64())
+            optimizer.step(&params, &grads, 1e-6)?;
+            Ok(started.elapsed().as_secs_f64())
+        })
     };
     step()?;
     let steps: Vec<f64> = (0..2).map(|_| step()).collect::<anyhow::Result<_>>()?;

@@ -400,6 +400,15 @@ impl Trainer {
         trajectories: &[Trajectory],
         times: &mut StepTimes,
     ) -> Result<(LossStats, f64, f64, f64)> {
+        // The forwards, backwards and updates run on a rayon worker (see `model::worker`).
+        crate::model::on_worker(|| self.update_on_worker(trajectories, times))
+    }
+
+    fn update_on_worker(
+        &mut self,
+        trajectories: &[Trajectory],
+        times: &mut StepTimes,
+    ) -> Result<(LossStats, f64, f64, f64)> {
         let started = Instant::now();
         let g = &self.config.grpo;
         let settings = LossSettings {

@@ -9,9 +9,16 @@
 //! - [`rms_norm`]: `x / sqrt(mean(x²) + eps) · w`.
 //! - [`rope`]: the rotary embedding (rotate-half form) of q or k rows.
 //! - [`swiglu`]: the MLP's `silu(gate) · up`.
+//! - [`linear`]: a projection `x · wᵀ`. Composed from candle ops it is three graph nodes (the
+//!   transposed view of `w`, its broadcast over the batch, the matmul), and candle's backward
+//!   materialises a weight-sized gradient at each: a zero tensor and an add per node, a sum over
+//!   the broadcast and a strided add back through the transpose, for every weight matrix of
+//!   every micro-batch. Here dx = g · w and dw = gᵀ · x go straight into fresh buffers, through
+//!   the same `gemm` kernels as candle's matmul.
 
 use crate::vector_math;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor};
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 type CandleResult<T> = candle_core::Result<T>;
@@ -167,6 +174,172 @@ impl CustomOp2 for TokenLogprobEntropy {
         })?;
         let grad_logits = Tensor::from_vec(out, (n, vocab), &Device::Cpu)?;
         Ok((Some(grad_logits), None))
+    }
+}
+
+/// `x [..., k] · wᵀ` for a weight `w [n, k]`, as [..., n]. Differentiable in both.
+pub fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op2(&w.contiguous()?, Linear)
+}
+
+struct Linear;
+
+/// A matrix operand of [`product`]: its data and its (row, column) strides in elements.
+struct Operand<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    column_stride: usize,
+}
+
+/// `a [m, k] · b [k, n]` as a fresh row-major [m, n], on rayon's threads.
+fn product(m: usize, n: usize, k: usize, a: Operand, b: Operand) -> CandleResult<Vec<f32>> {
+    // gemm reads through raw pointers: hold the extents it will touch.
+    let reach = |o: &Operand, rows: usize, columns: usize| {
+        rows == 0
+            || columns == 0
+            || (rows - 1) * o.row_stride + (columns - 1) * o.column_stride < o.data.len()
+    };
+    if !reach(&a, m, k) || !reach(&b, k, n) {
+        candle_core::bail!("linear: operands too short for a [{m}, {k}] · [{k}, {n}] product");
+    }
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    if m == 0 || n == 0 {
+        return Ok(out);
+    }
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: every index gemm reads is inside `a.data` / `b.data` (checked above), and `out`
+    // has room for the m × n row-major result. With read_dst false gemm writes every element
+    // of dst before reading any (alpha 0 on the first depth block; k = 0 writes zeros), so
+    // the buffer is initialised when its length is set.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.data.as_ptr(),
+            a.column_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.column_stride as isize,
+            b.row_stride as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        out.set_len(m * n);
+    }
+    Ok(out)
+}
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CandleResult<(CpuStorage, Shape)> {
+        let (n, k) = l2.shape().dims2()?;
+        let dims = l1.shape().dims();
+        if dims.last() != Some(&k) {
+            candle_core::bail!(
+                "linear: input {:?} does not fit weight {:?}",
+                l1.shape(),
+                l2.shape()
+            );
+        }
+        let x = f32_data(s1, l1, "linear input")?;
+        let w = f32_data(s2, l2, "linear weight")?;
+        let m: usize = dims[..dims.len() - 1].iter().product();
+        let x = Operand {
+            data: x,
+            row_stride: k,
+            column_stride: 1,
+        };
+        // wᵀ [k, n]: element (i, j) is w[j, i].
+        let wt = Operand {
+            data: w,
+            row_stride: 1,
+            column_stride: k,
+        };
+        let mut out_dims = dims.to_vec();
+        if let Some(last) = out_dims.last_mut() {
+            *last = n;
+        }
+        Ok((
+            CpuStorage::F32(product(m, n, k, x, wt)?),
+            Shape::from(out_dims),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CandleResult<(Option<Tensor>, Option<Tensor>)> {
+        let (n, k) = w.dims2()?;
+        let m: usize = x.dims()[..x.rank().saturating_sub(1)].iter().product();
+        let (dx, dw) = with_f32(x, |x| {
+            with_f32(w, |w| {
+                with_f32(grad, |g| {
+                    // dx [m, k] = g [m, n] · w [n, k].
+                    let dx = product(
+                        m,
+                        k,
+                        n,
+                        Operand {
+                            data: g,
+                            row_stride: n,
+                            column_stride: 1,
+                        },
+                        Operand {
+                            data: w,
+                            row_stride: k,
+                            column_stride: 1,
+                        },
+                    )?;
+                    // dw [n, k] = gᵀ [n, m] · x [m, k].
+                    let dw = product(
+                        n,
+                        k,
+                        m,
+                        Operand {
+                            data: g,
+                            row_stride: 1,
+                            column_stride: n,
+                        },
+                        Operand {
+                            data: x,
+                            row_stride: k,
+                            column_stride: 1,
+                        },
+                    )?;
+                    Ok((dx, dw))
+                })
+            })
+        })?;
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), &Device::Cpu)?),
+            Some(Tensor::from_vec(dw, (n, k), &Device::Cpu)?),
+        ))
     }
 }
 
@@ -634,6 +807,43 @@ mod tests {
                 .unwrap()
                 > 0.1
         );
+    }
+
+    #[test]
+    fn linear_matches_the_matmul_and_its_gradients() {
+        // Batch dimensions, a width that is not a multiple of the kernels' tiles, and an input
+        // that arrives as a transposed (non-contiguous) view.
+        let x = Var::from_tensor(&random(&[2, 3, 37], 4, 2.0)).unwrap();
+        let w = Var::from_tensor(&random(&[19, 37], 5, 2.0)).unwrap();
+        let fused = linear(x.as_tensor(), w.as_tensor()).unwrap();
+        let composed = x
+            .as_tensor()
+            .broadcast_matmul(&w.as_tensor().t().unwrap())
+            .unwrap();
+        assert_eq!(fused.dims(), &[2, 3, 19]);
+        assert!(max_difference(&fused, &composed) < 1e-5);
+        let grads = assert_same_gradients(&fused, &composed, &[&x, &w], 6, 1e-4);
+        assert_eq!(grads[0].dims(), x.dims());
+        assert_eq!(grads[1].dims(), w.dims());
+
+        let xt = random(&[37, 6], 7, 1.0);
+        let wt = random(&[4, 37], 8, 1.0);
+        let from_view = linear(&xt.t().unwrap(), &wt).unwrap();
+        let reference = xt.t().unwrap().matmul(&wt.t().unwrap()).unwrap();
+        assert!(max_difference(&from_view, &reference) < 1e-5);
+    }
+
+    #[test]
+    fn linear_refuses_mismatched_shapes_and_handles_empty_ones() {
+        let error = linear(&random(&[2, 6], 1, 1.0), &random(&[5, 7], 2, 1.0)).unwrap_err();
+        assert!(error.to_string().contains("does not fit"), "{error}");
+        let error = linear(&random(&[2, 7], 1, 1.0), &random(&[35], 2, 1.0)).unwrap_err();
+        assert!(error.to_string().contains("rank"), "{error}");
+        // No rows, and a zero-width product (all zeros).
+        let none = linear(&random(&[0, 7], 1, 1.0), &random(&[5, 7], 2, 1.0)).unwrap();
+        assert_eq!(none.dims(), &[0, 5]);
+        let zero_width = linear(&random(&[2, 0], 1, 1.0), &random(&[3, 0], 2, 1.0)).unwrap();
+        assert_eq!(zero_width.to_vec2::<f32>().unwrap(), vec![vec![0.0; 3]; 2]);
     }
 
     #[test]

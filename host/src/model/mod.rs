@@ -15,6 +15,7 @@ pub mod skinny;
 pub mod tiny;
 pub mod tokenizer;
 pub mod transformer;
+pub mod worker;
 
 pub use checkpoint::save_checkpoint;
 pub use config::{Architecture, ModelConfig};
@@ -23,3 +24,4 @@ pub use loader::{LoadedModel, load_model};
 pub use logprobs::{PaddedBatch, TokenStats};
 pub use tokenizer::ModelTokenizer;
 pub use transformer::{KvCache, Policy};
+pub use worker::on_worker;

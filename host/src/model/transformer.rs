@@ -14,6 +14,7 @@ use super::config::ModelConfig;
 use super::decode_attention::{CacheView, decode_attention};
 use super::fused;
 use super::skinny;
+use super::worker::on_worker;
 use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::VarMap;
@@ -388,7 +389,7 @@ impl Policy {
             x = (&x + self.mlp(layer, &h, Path::Train)?)?;
         }
         let x = rms_norm_diff(&x, &self.norm, self.config.rms_norm_eps)?;
-        Ok(x.broadcast_matmul(&self.lm_head.t()?)?)
+        linear(&x, &self.lm_head, Path::Train)
     }
 
     /// Generation forward for one sequence: appends `ids` (prompt, observation or sampled
@@ -637,17 +638,6 @@ impl Policy {
     }
 }
 
-/// Runs `work` on one of rayon's worker threads. The generation forward is a chain of small
-/// parallel products; issued from a worker, each is split with the calling thread taking a
-/// share, instead of the caller sleeping while the pool is woken for every product.
-fn on_worker<T: Send>(work: impl FnOnce() -> T + Send) -> T {
-    if rayon::current_thread_index().is_some() {
-        work()
-    } else {
-        rayon::scope(|_| work())
-    }
-}
-
 /// Attention of the decode batch's new tokens `q` [batch, heads, 1, head_dim] over layer
 /// `layer` of their caches (the new keys already appended), in one parallel pass through
 /// [`decode_attention`]. `None` when the tensors are not CPU f32 (the caller then runs the
@@ -706,7 +696,8 @@ fn batched_decode_attention(
 /// Which forward a projection belongs to.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Path {
-    /// The training forward: candle ops only, so that the backward reaches every weight.
+    /// The training forward: differentiable ops only (candle's, and the fused ops with their
+    /// own backward), so that the backward reaches every weight.
     Train,
     /// The generation forward: no gradient; few-row products take the decode kernel.
     Generate,
@@ -720,13 +711,17 @@ fn linear(x: &Tensor, w: &Tensor, path: Path) -> Result<Tensor> {
 
 /// `x [..., k] · wᵢᵀ` for several weights `wᵢ [nᵢ, k]`. On the generation path, CPU f32
 /// products with at most [`DECODE_ROWS`] rows stream the weights once through [`skinny`]'s
-/// kernel, all weights in one parallel pass (decode steps and short appends); everything else
-/// is a candle matmul per weight.
+/// kernel, all weights in one parallel pass (decode steps and short appends); on the training
+/// path CPU f32 products are [`fused::linear`] (one graph node with its own backward);
+/// everything else is a candle matmul per weight.
 fn linears(x: &Tensor, weights: &[&Tensor], path: Path) -> Result<Vec<Tensor>> {
     if path == Path::Generate
         && let Some(out) = skinny_linears(x, weights)?
     {
         return Ok(out);
+    }
+    if path == Path::Train && fused::applies(x) && weights.iter().all(|w| fused::applies(w)) {
+        return weights.iter().map(|w| Ok(fused::linear(x, w)?)).collect();
     }
     weights
         .iter()
