@@ -10,6 +10,7 @@
 
 use super::tokenizer::ModelTokenizer;
 use super::transformer::{KvCache, Policy};
+use super::worker::on_worker;
 use crate::vector_math;
 use anyhow::{Result, bail};
 use candle_core::{DType, Tensor};
@@ -185,10 +186,9 @@ impl<'m> Engine<'m> {
     /// One step: every running sequence samples a token; those still running then advance
     /// through one batched forward.
     pub fn step(&mut self) -> Result<()> {
-        // The whole step runs on a worker of rayon's pool, so its many short parallel kernels
-        // (a few per layer) are handed between the pool's threads instead of each waking the
-        // pool from outside and putting the calling thread to sleep.
-        rayon::scope(|_| self.step_on_worker())
+        // The whole step runs on a worker of rayon's pool (see `model::worker`): its many short
+        // parallel kernels (a few per layer) are handed between the pool's threads.
+        on_worker(|| self.step_on_worker())
     }
 
     fn step_on_worker(&mut self) -> Result<()> {
