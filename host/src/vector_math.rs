@@ -139,6 +139,20 @@ pub fn softmax_with_bias_in_place(row: &mut [f32], bias: &[f32]) {
     })
 }
 
+/// Sum of `values`, in eight lanes (vectorisable).
+pub fn sum(values: &[f32]) -> f32 {
+    with_avx2!(run(values: &[f32]) -> f32 {
+        let mut sums = [0f32; LANES];
+        let mut chunks = values.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            for (s, &x) in sums.iter_mut().zip(chunk) {
+                *s += x;
+            }
+        }
+        sums.iter().chain(chunks.remainder()).fold(0.0, |total, &x| total + x)
+    })
+}
+
 /// Largest element of `values` (−∞ when empty); NaNs are skipped.
 pub fn max(values: &[f32]) -> f32 {
     with_avx2!(run(values: &[f32]) -> f32 {
@@ -367,6 +381,19 @@ mod tests {
         for (&e, &x) in out.iter().zip(&input) {
             let exact = ((x * 0.5 - top) as f64).exp();
             assert!((e as f64 - exact).abs() <= 3e-7 * exact + 1e-38);
+        }
+    }
+
+    #[test]
+    fn sums_match_an_f64_sum_for_every_remainder() {
+        for n in [0, 1, 7, 8, 9, 29, 256, 1001] {
+            let input: Vec<f32> = values(n);
+            let exact: f64 = input.iter().map(|&x| x as f64).sum();
+            let ours = sum(&input) as f64;
+            assert!(
+                (ours - exact).abs() <= 1e-5 * (1.0 + exact.abs()),
+                "n {n}: {ours} vs {exact}"
+            );
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Attention of one new token per sequence over its own key/value cache, for the whole decode
-//! batch in one parallel pass (every sequence × query head is one task). Replaces, per layer and
+//! batch in one parallel pass (every sequence × kv head is one task, its query heads together). Replaces, per layer and
 //! sequence, a chain of small tensor ops (two matrix products, a softmax, reshapes and a
 //! concatenation) whose fixed costs dominated a decode step.
 
@@ -46,51 +46,158 @@ pub fn decode_attention(
     let repeat = heads / kv_heads;
     let scale = 1.0 / (head_dim as f32).sqrt();
     let mut out = vec![0f32; queries.len()];
-    out.par_chunks_mut(head_dim)
-        .zip(queries.par_chunks(head_dim))
+    // One task per sequence and kv head: its `repeat` query heads read each key and value row
+    // once, while it is in L1.
+    out.par_chunks_mut(repeat * head_dim)
+        .zip(queries.par_chunks(repeat * head_dim))
         .enumerate()
-        .for_each(|(task, (out, query))| {
-            let cache = &caches[task / heads];
-            let group = (task % heads) / repeat;
-            let base = group * cache.capacity * head_dim;
+        .for_each(|(task, (out, group_queries))| {
+            let cache = &caches[task / kv_heads];
+            let base = (task % kv_heads) * cache.capacity * head_dim;
             let keys = &cache.keys[base..base + cache.len * head_dim];
             let values = &cache.values[base..base + cache.len * head_dim];
-            attend(query, keys, values, scale, out);
+            attend(group_queries, keys, values, head_dim, scale, out);
         });
     out
 }
 
-/// One query head over its keys and values ([len, head_dim] each), into `out` (zeroed).
-fn attend(query: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &mut [f32]) {
+/// The query heads `queries` ([repeat, head_dim]) of one kv head over its keys and values
+/// ([len, head_dim] each), into `out` ([repeat, head_dim], zeroed).
+fn attend(
+    queries: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    head_dim: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        unsafe { attend_avx2(query, keys, values, scale, out) };
+        unsafe { attend_avx2(queries, keys, values, head_dim, scale, out) };
         return;
     }
-    attend_body(query, keys, values, scale, out);
+    attend_body(queries, keys, values, head_dim, scale, out);
 }
 
-/// [`attend_body`] compiled for AVX2: the same code, vectorised 8 floats wide.
+/// [`attend_body`] with the scores of four keys at a time from AVX2 + FMA (four independent
+/// sums, one shared reduction), the rest of the body vectorised 8 floats wide.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attend_avx2(query: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &mut [f32]) {
-    attend_body(query, keys, values, scale, out);
+unsafe fn attend_avx2(
+    queries: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    head_dim: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let scores = |query: &[f32], scores: &mut [f32]| {
+        let mut blocks = keys.chunks_exact(4 * head_dim);
+        let mut t = 0;
+        for block in &mut blocks {
+            // SAFETY: the CPU supports AVX2 and FMA (this function's precondition).
+            let four = unsafe { dot4_avx2(query, block) };
+            for s in four {
+                scores[t] = s * scale;
+                t += 1;
+            }
+        }
+        for key in blocks.remainder().chunks_exact(head_dim) {
+            scores[t] = dot(query, key) * scale;
+            t += 1;
+        }
+    };
+    attend_with(queries, keys, values, head_dim, out, scores);
 }
 
-#[inline(always)]
-fn attend_body(query: &[f32], keys: &[f32], values: &[f32], scale: f32, out: &mut [f32]) {
-    let head_dim = query.len();
-    let mut scores = Vec::with_capacity(keys.len() / head_dim);
-    for key in keys.chunks_exact(head_dim) {
-        scores.push(dot(query, key) * scale);
+/// Dot products of `query` with the four rows of `keys` ([4, query.len()]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot4_avx2(query: &[f32], keys: &[f32]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let d = query.len();
+    assert_eq!(keys.len(), 4 * d, "four keys of the query's width");
+    let whole = d / 8 * 8;
+    let (q, k) = (query.as_ptr(), keys.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i < whole {
+        // SAFETY: i + 8 ≤ whole ≤ d: inside the query and each key row.
+        let qv = unsafe { _mm256_loadu_ps(q.add(i)) };
+        for (r, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_fmadd_ps(qv, unsafe { _mm256_loadu_ps(k.add(r * d + i)) }, *a);
+        }
+        i += 8;
     }
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let total = crate::vector_math::exp_in_place(&mut scores, max);
-    for (weight, value) in scores.iter().zip(values.chunks_exact(head_dim)) {
-        let weight = weight / total;
-        for (o, v) in out.iter_mut().zip(value) {
-            *o += weight * v;
+    let pairs = _mm256_hadd_ps(
+        _mm256_hadd_ps(acc[0], acc[1]),
+        _mm256_hadd_ps(acc[2], acc[3]),
+    );
+    let sums = _mm_add_ps(
+        _mm256_castps256_ps128(pairs),
+        _mm256_extractf128_ps(pairs, 1),
+    );
+    let mut four = [0f32; 4];
+    // SAFETY: `four` holds four floats.
+    unsafe { _mm_storeu_ps(four.as_mut_ptr(), sums) };
+    for (r, total) in four.iter_mut().enumerate() {
+        for t in whole..d {
+            *total += query[t] * keys[r * d + t];
+        }
+    }
+    four
+}
+
+fn attend_body(
+    queries: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    head_dim: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    attend_with(queries, keys, values, head_dim, out, |query, scores| {
+        for (score, key) in scores.iter_mut().zip(keys.chunks_exact(head_dim)) {
+            *score = dot(query, key) * scale;
+        }
+    });
+}
+
+/// Softmax-weighted sum of `values` for each query head, given `fill_scores(query, scores)`
+/// that writes the scaled scores of one query head against every key.
+#[inline(always)]
+fn attend_with(
+    queries: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    head_dim: usize,
+    out: &mut [f32],
+    fill_scores: impl Fn(&[f32], &mut [f32]),
+) {
+    let len = keys.len() / head_dim;
+    if len == 0 {
+        return;
+    }
+    // scores[h * len + t]: query head h against key t, then its softmax weight.
+    let mut scores = vec![0f32; queries.len() / head_dim * len];
+    for (query, row) in queries
+        .chunks_exact(head_dim)
+        .zip(scores.chunks_exact_mut(len))
+    {
+        fill_scores(query, row);
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let total = crate::vector_math::exp_in_place(row, max);
+        for weight in row.iter_mut() {
+            *weight /= total;
+        }
+    }
+    for (t, value) in values.chunks_exact(head_dim).enumerate() {
+        for (h, out) in out.chunks_exact_mut(head_dim).enumerate() {
+            let weight = scores[h * len + t];
+            for (o, v) in out.iter_mut().zip(value) {
+                *o += weight * v;
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ use anyhow::{Result, bail};
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 /// How the next token is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -192,12 +193,21 @@ impl<'m> Engine<'m> {
     }
 
     fn step_on_worker(&mut self) -> Result<()> {
+        // Each running sequence draws its token from its own logits and generator, all of
+        // them in parallel (a few vocabulary-sized passes each); the stop rules then run in
+        // order.
+        let params = self.params;
+        let draws: Vec<(usize, Result<(u32, f32)>)> = self
+            .sequences
+            .par_iter_mut()
+            .enumerate()
+            .filter(|(_, sequence)| sequence.state == SeqState::Running)
+            .map(|(index, sequence)| (index, draw_next(index, sequence, &params)))
+            .collect();
         let mut advance = Vec::new();
-        for index in 0..self.sequences.len() {
-            if self.sequences[index].state != SeqState::Running {
-                continue;
-            }
-            let token = self.sample(index)?;
+        for (index, drawn) in draws {
+            let (token, logprob) = drawn?;
+            self.record(index, token, logprob)?;
             if self.sequences[index].state == SeqState::Running {
                 advance.push((index, token));
             } else {
@@ -289,20 +299,13 @@ impl<'m> Engine<'m> {
             .ok_or_else(|| anyhow::anyhow!("no sequence {index} (the batch has {count})"))
     }
 
-    /// Samples the next token of a running sequence and updates its state.
-    fn sample(&mut self, index: usize) -> Result<u32> {
-        let params = self.params;
+    /// Appends a drawn token to a running sequence and applies the stop rules.
+    fn record(&mut self, index: usize, token: u32, logprob: f32) -> Result<()> {
         let max_positions = self.policy.config().max_position_embeddings;
         let sequence = &mut self.sequences[index];
-        let logits = match &sequence.next_logits {
-            Some(logits) => logits.to_dtype(DType::F32)?,
-            None => bail!("sequence {index} has no logits to sample from"),
-        };
-        let log_probs = vector_math::log_softmax(&logits.to_vec1::<f32>()?);
-        let token = choose(&log_probs, &params, &mut sequence.rng);
         sequence.tokens.push(token);
         sequence.sampled.push(true);
-        sequence.logprobs.push(log_probs[token as usize]);
+        sequence.logprobs.push(logprob);
         sequence.generated += 1;
         let stop = if self.rules.eos_ids.contains(&token) {
             Some(SeqState::Finished(Stop::Eos))
@@ -320,7 +323,7 @@ impl<'m> Engine<'m> {
         if let Some(state) = stop {
             self.sequences[index].state = state;
         }
-        Ok(token)
+        Ok(())
     }
 
     /// The stop sequence that the current turn's text now contains, if any.
@@ -345,6 +348,18 @@ impl<'m> Engine<'m> {
     }
 }
 
+/// Draws the next token of sequence `index` from its logits and generator: the token and its
+/// log-probability under the model (temperature 1).
+fn draw_next(index: usize, sequence: &mut Sequence, params: &SamplingParams) -> Result<(u32, f32)> {
+    let logits = match &sequence.next_logits {
+        Some(logits) => logits.to_dtype(DType::F32)?,
+        None => bail!("sequence {index} has no logits to sample from"),
+    };
+    let log_probs = vector_math::log_softmax(&logits.to_vec1::<f32>()?);
+    let token = choose(&log_probs, params, &mut sequence.rng);
+    Ok((token, log_probs[token as usize]))
+}
+
 /// Picks a token from log-probabilities under `params`.
 fn choose(log_probs: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> u32 {
     let argmax = || {
@@ -362,11 +377,12 @@ fn choose(log_probs: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> u
         let inverse_temperature = 1.0 / params.temperature;
         let max = vector_math::max(log_probs) * inverse_temperature;
         let mut weights = vec![0f32; log_probs.len()];
-        vector_math::scaled_exp(log_probs, inverse_temperature, max, &mut weights);
-        return draw(&weights, rng).map_or_else(argmax, |i| i as u32);
+        let total = vector_math::scaled_exp(log_probs, inverse_temperature, max, &mut weights);
+        return draw(&weights, total, rng).map_or_else(argmax, |i| i as u32);
     }
     let (candidates, weights) = truncated(log_probs, params);
-    draw(&weights, rng).map_or_else(argmax, |i| candidates[i])
+    let total = weights.iter().sum();
+    draw(&weights, total, rng).map_or_else(argmax, |i| candidates[i])
 }
 
 /// Tokens sorted before a nucleus is looked for: enough for most nuclei, and grown fourfold
@@ -432,18 +448,30 @@ fn truncated(log_probs: &[f32], params: &SamplingParams) -> (Vec<u32>, Vec<f32>)
     (scaled.into_iter().map(|c| c.0).collect(), weights)
 }
 
-/// Index drawn with probability proportional to `weights` (None when they are all zero).
-fn draw(weights: &[f32], rng: &mut ChaCha8Rng) -> Option<usize> {
-    let total: f32 = weights.iter().sum();
+/// Weights per block of [`draw`]'s scan.
+const DRAW_BLOCK: usize = 256;
+
+/// Index drawn with probability proportional to `weights` (whose sum is `total`; None when
+/// they are all zero). The scan skips whole blocks by their sums (vectorised) and walks one
+/// weight at a time only through the block the draw falls in; a weight of zero is never drawn.
+fn draw(weights: &[f32], total: f32, rng: &mut ChaCha8Rng) -> Option<usize> {
     if total.is_nan() || total <= 0.0 {
         return None;
     }
     let mut target = rng.random::<f32>() * total;
-    for (i, w) in weights.iter().enumerate() {
-        target -= w;
-        if target <= 0.0 {
-            return Some(i);
+    for (block, chunk) in weights.chunks(DRAW_BLOCK).enumerate() {
+        let sum = vector_math::sum(chunk);
+        if target > sum {
+            target -= sum;
+            continue;
         }
+        for (i, w) in chunk.iter().enumerate() {
+            target -= w;
+            if target <= 0.0 && *w > 0.0 {
+                return Some(block * DRAW_BLOCK + i);
+            }
+        }
+        // Rounding left a sliver of the target: the draw goes on into the next block.
     }
     weights.iter().rposition(|w| *w > 0.0)
 }
@@ -536,6 +564,41 @@ mod tests {
         // Nuclei from a single token to more than the first sorted head (so it had to grow).
         assert!(nuclei.contains(&1));
         assert!(nuclei.iter().any(|&n| n > NUCLEUS_HEAD * 4), "{nuclei:?}");
+    }
+
+    #[test]
+    fn draws_follow_the_weights_across_blocks_and_never_pick_a_zero_weight() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        // Two tokens far apart (different blocks) with weights 1 : 3.
+        let mut weights = vec![0f32; 3 * DRAW_BLOCK + 17];
+        weights[10] = 1.0;
+        weights[3 * DRAW_BLOCK + 5] = 3.0;
+        let total = 4.0;
+        let draws = 4000;
+        let mut late = 0;
+        for _ in 0..draws {
+            match draw(&weights, total, &mut rng) {
+                Some(10) => {}
+                Some(i) if i == 3 * DRAW_BLOCK + 5 => late += 1,
+                other => panic!("drew {other:?}, a token of weight zero"),
+            }
+        }
+        let share = late as f64 / draws as f64;
+        assert!((share - 0.75).abs() < 0.03, "share {share}");
+        // Alternating zero and positive weights: only the positive ones are drawn, all of
+        // them eventually.
+        let weights: Vec<f32> = (0..1000).map(|i| (i % 2) as f32).collect();
+        let total: f32 = weights.iter().sum();
+        let mut seen = vec![false; 1000];
+        for _ in 0..20_000 {
+            let i = draw(&weights, total, &mut rng).expect("positive weights");
+            assert_eq!(i % 2, 1, "drew token {i} of weight zero");
+            seen[i] = true;
+        }
+        assert!(seen.iter().skip(1).step_by(2).all(|s| *s));
+        // Nothing to draw from.
+        assert_eq!(draw(&[0.0; 10], 0.0, &mut rng), None);
+        assert_eq!(draw(&[1.0, f32::NAN], f32::NAN, &mut rng), None);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!
 //! A general GEMM packs and tiles for large m; at m = 1…8 the product is bound by reading the
 //! weights, so this kernel streams every weight row exactly once, keeps the few input rows in
-//! L1 and multiplies each weight row with all of them while it is in registers (AVX2 + FMA
-//! where the CPU has them). The output rows are split over rayon's threads. Reading the weights
+//! L1 and multiplies each weight row with all of them while it is in registers (AVX-512 or
+//! AVX2 + FMA where the CPU has them), prefetching the weights into L2 when several rows share
+//! the pass. The output rows are split over rayon's threads. Reading the weights
 //! once for the whole batch is what makes a decode step of 5 sequences cost about as much as a
 //! step of one.
 
@@ -42,76 +43,289 @@ pub fn matmul_transposed_many(x: &[f32], m: usize, weights: &[&[f32]], k: usize)
     for start in (0..m).step_by(MAX_ROWS) {
         let rows = (m - start).min(MAX_ROWS);
         let xs = &x[start * k..(start + rows) * k];
-        // Computed weight-row-major ([n, rows]) so that every task owns one contiguous chunk.
-        let mut transposed: Vec<Vec<f32>> = weights
-            .iter()
-            .map(|w| vec![0f32; (w.len() / k) * rows])
-            .collect();
-        let mut tasks: Vec<(&[f32], &mut [f32])> = Vec::new();
-        for (w, yt) in weights.iter().zip(transposed.iter_mut()) {
-            for (task, out) in yt.chunks_mut(ROWS_PER_TASK * rows).enumerate() {
-                let first = task * ROWS_PER_TASK;
-                let count = out.len() / rows;
-                tasks.push((&w[first * k..(first + count) * k], out));
+        // A task is a run of weight rows and, for each input row of this group, the stretch of
+        // its output row that those weight rows fill.
+        let mut tasks: Vec<(&[f32], Vec<&mut [f32]>)> = Vec::new();
+        for (w, y) in weights.iter().zip(products.iter_mut()) {
+            let n = w.len() / k;
+            if n == 0 {
+                continue;
+            }
+            let mut stretches: Vec<_> = y[start * n..(start + rows) * n]
+                .chunks_mut(n)
+                .map(|row| row.chunks_mut(ROWS_PER_TASK))
+                .collect();
+            for (task, weights) in w.chunks(ROWS_PER_TASK * k).enumerate() {
+                let outs = stretches
+                    .iter_mut()
+                    .map(|row| row.next())
+                    .collect::<Option<Vec<_>>>()
+                    .unwrap_or_else(|| unreachable!("task {task}: one stretch per output row"));
+                tasks.push((weights, outs));
             }
         }
         tasks
             .into_par_iter()
-            .for_each(|(w, out)| block(xs, rows, w, k, out));
-        for (y, yt) in products.iter_mut().zip(&transposed) {
-            let n = yt.len() / rows;
-            for j in 0..n {
-                for r in 0..rows {
-                    y[(start + r) * n + j] = yt[j * rows + r];
-                }
-            }
-        }
+            .for_each(|(w, mut outs)| block(xs, rows, w, k, &mut outs));
     }
     products
 }
 
-/// out[j * rows + r] = dot(x[r], w[j]) for every weight row j of `w`.
-fn block(x: &[f32], rows: usize, w: &[f32], k: usize, out: &mut [f32]) {
-    // The vector kernel reads x and w without bounds checks: hold the shapes it relies on.
+/// Input bytes (rows × k × 4) past which the AVX-512 kernel multiplies four weight rows at a
+/// time: above it the input rows no longer stay in L1 beside the weight stream, and each input
+/// load serving four weight rows instead of one keeps the kernel off L2. (Measured with 2
+/// threads and the prefetch below: five rows of k = 4864 cost 1.4–1.5× one row with one weight
+/// row per pass, 1.0–1.1× with four; below the threshold one row per pass is as fast.)
+const TILE_ABOVE_BYTES: usize = 24 * 1024;
+
+/// How far ahead (in floats) the kernels prefetch a weight row into L2 when more than one input
+/// row shares the pass. With several rows the FMAs between two weight loads hold back the
+/// hardware prefetcher and the next misses; a `prefetcht1` 8 KB ahead keeps the stream going
+/// without pulling lines into L1 (where they would evict the input rows). Measured on
+/// SmolLM2's shapes, 2 threads: five rows cost 1.06–1.15× one row instead of 1.5–1.8×. One
+/// row runs slightly faster on the hardware prefetcher alone, so it gets none.
+const PREFETCH_AHEAD: usize = 2048;
+
+/// The vector kernels, best first. Which one runs depends only on the CPU, never on the number
+/// of rows, so a row's sums stay the same whatever else is in the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    /// 16 floats per step; four weight rows per pass for large inputs.
+    Avx512,
+    /// 8 floats per step, two accumulators per row.
+    Avx2,
+    /// Scalar, for other CPUs.
+    Plain,
+}
+
+impl Kernel {
+    fn best() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Kernel::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Plain
+    }
+
+    /// Whether this CPU can run the kernel.
+    #[cfg(test)]
+    fn available(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx512 | Kernel::Avx2 => false,
+            Kernel::Plain => true,
+        }
+    }
+}
+
+/// out[r][j] = dot(x[r], w[j]) for every input row r and weight row j of `w`.
+fn block(x: &[f32], rows: usize, w: &[f32], k: usize, out: &mut [&mut [f32]]) {
+    let tiled = rows * k * 4 > TILE_ABOVE_BYTES;
+    let mut kernel = Kernel::best();
+    if rows == 1 && kernel == Kernel::Avx512 && std::env::var("TMP_K1").is_ok_and(|v| v == "avx2") {
+        kernel = Kernel::Avx2;
+    }
+    block_with(kernel, tiled, x, rows, w, k, out);
+}
+
+/// [`block`] with a chosen kernel (which the caller has checked the CPU supports) and tiling
+/// (AVX-512 only; the sums do not depend on it).
+fn block_with(
+    kernel: Kernel,
+    tiled: bool,
+    x: &[f32],
+    rows: usize,
+    w: &[f32],
+    k: usize,
+    out: &mut [&mut [f32]],
+) {
+    // The vector kernels read x and w without bounds checks: hold the shapes they rely on.
     assert!(
         (1..=MAX_ROWS).contains(&rows),
         "1..={MAX_ROWS} rows per pass"
     );
+    let n = w.len() / k.max(1);
     assert!(
         x.len() == rows * k
-            && w.len().is_multiple_of(k.max(1))
-            && out.len() == w.len() / k.max(1) * rows
+            && w.len() == n * k
+            && out.len() == rows
+            && out.iter().all(|row| row.len() == n)
     );
+    let prefetch = rows > 1;
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        unsafe {
+    match kernel {
+        // SAFETY: `Kernel::best` (or a test) checked that the CPU supports AVX-512F.
+        Kernel::Avx512 => unsafe {
             match rows {
-                1 => avx::block::<1>(x, w, k, out),
-                2 => avx::block::<2>(x, w, k, out),
-                3 => avx::block::<3>(x, w, k, out),
-                4 => avx::block::<4>(x, w, k, out),
-                5 => avx::block::<5>(x, w, k, out),
-                6 => avx::block::<6>(x, w, k, out),
+                1 => avx512::block::<1>(x, w, k, out, tiled, prefetch),
+                2 => avx512::block::<2>(x, w, k, out, tiled, prefetch),
+                3 => avx512::block::<3>(x, w, k, out, tiled, prefetch),
+                4 => avx512::block::<4>(x, w, k, out, tiled, prefetch),
+                5 => avx512::block::<5>(x, w, k, out, tiled, prefetch),
+                6 => avx512::block::<6>(x, w, k, out, tiled, prefetch),
                 _ => unreachable!("rows checked above"),
             }
-        }
-        return;
+        },
+        // SAFETY: `Kernel::best` (or a test) checked that the CPU supports AVX2 and FMA.
+        Kernel::Avx2 => unsafe {
+            match rows {
+                1 => avx::block::<1>(x, w, k, out, prefetch),
+                2 => avx::block::<2>(x, w, k, out, prefetch),
+                3 => avx::block::<3>(x, w, k, out, prefetch),
+                4 => avx::block::<4>(x, w, k, out, prefetch),
+                5 => avx::block::<5>(x, w, k, out, prefetch),
+                6 => avx::block::<6>(x, w, k, out, prefetch),
+                _ => unreachable!("rows checked above"),
+            }
+        },
+        Kernel::Plain => block_plain(x, rows, w, k, out),
     }
-    block_plain(x, rows, w, k, out);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (kernel, tiled, prefetch);
+        block_plain(x, rows, w, k, out);
+    }
 }
 
-fn block_plain(x: &[f32], rows: usize, w: &[f32], k: usize, out: &mut [f32]) {
+fn block_plain(x: &[f32], rows: usize, w: &[f32], k: usize, out: &mut [&mut [f32]]) {
     for (j, weights) in w.chunks_exact(k).enumerate() {
         for r in 0..rows {
             let input = &x[r * k..(r + 1) * k];
-            out[j * rows + r] = input.iter().zip(weights).map(|(a, b)| a * b).sum();
+            out[r][j] = input.iter().zip(weights).map(|(a, b)| a * b).sum();
         }
+    }
+}
+
+/// Prefetches the cache line at `ahead` floats past `at` into L2, if it lies before `end`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_l2(at: *const f32, ahead: usize, end: *const f32) {
+    let target = at.wrapping_add(ahead);
+    if target < end {
+        // SAFETY: a prefetch never faults, and `target` lies inside the weight slice.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(target.cast())
+        };
     }
 }
 
 #[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{PREFETCH_AHEAD, horizontal_sum, prefetch_l2};
+    use std::arch::x86_64::*;
+
+    /// `M` input rows against every weight row of `w`, 16 floats per step with one accumulator
+    /// per (input row, weight row) pair. `tiled` takes four weight rows per pass (each input
+    /// load serves four of them). The sums are the same either way, the same whatever `M` is
+    /// (so a sequence's logits do not depend on what else is in the batch), and bit for bit
+    /// the AVX2 kernel's.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn block<const M: usize>(
+        x: &[f32],
+        w: &[f32],
+        k: usize,
+        out: &mut [&mut [f32]],
+        tiled: bool,
+        prefetch: bool,
+    ) {
+        let n = w.len() / k;
+        let mut j = 0;
+        if tiled {
+            while j + 4 <= n {
+                // SAFETY: rows j..j + 4 lie inside `w`; `out` holds M values per row.
+                unsafe { rows::<M, 4>(x, w, j, k, out, prefetch) };
+                j += 4;
+            }
+        }
+        while j < n {
+            // SAFETY: as above, for one row.
+            unsafe { rows::<M, 1>(x, w, j, k, out, prefetch) };
+            j += 1;
+        }
+    }
+
+    /// Weight rows `first..first + J` against the `M` input rows.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows<const M: usize, const J: usize>(
+        x: &[f32],
+        w: &[f32],
+        first: usize,
+        k: usize,
+        out: &mut [&mut [f32]],
+        prefetch: bool,
+    ) {
+        let whole = k / 16;
+        let xp = x.as_ptr();
+        // SAFETY (all loads below): `first + J ≤ n` rows of k floats in `w`, `M` rows of k
+        // floats in `x`; the vector loads stay below `whole * 16 ≤ k`.
+        let wp = unsafe { w.as_ptr().add(first * k) };
+        let end = w.as_ptr_range().end;
+        let mut acc = [[_mm512_setzero_ps(); J]; M];
+        for c in 0..whole {
+            let mut wv = [_mm512_setzero_ps(); J];
+            for (jj, v) in wv.iter_mut().enumerate() {
+                let at = unsafe { wp.add(jj * k + c * 16) };
+                if prefetch {
+                    prefetch_l2(at, PREFETCH_AHEAD, end);
+                }
+                *v = unsafe { _mm512_loadu_ps(at) };
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let xv = unsafe { _mm512_loadu_ps(xp.add(r * k + c * 16)) };
+                for (a, v) in row.iter_mut().zip(&wv) {
+                    *a = _mm512_fmadd_ps(xv, *v, *a);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (jj, a) in row.iter().enumerate() {
+                // The AVX2 kernel's order: its two 8-float accumulators are this one's halves,
+                // added, summed across, then the tail one float at a time.
+                let halves = _mm256_add_ps(
+                    _mm512_castps512_ps256(*a),
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*a))),
+                );
+                let mut total = horizontal_sum(halves);
+                let (input, weights) = (&x[r * k..(r + 1) * k], &w[(first + jj) * k..][..k]);
+                for t in whole * 16..k {
+                    total += input[t] * weights[t];
+                }
+                out[r][first + jj] = total;
+            }
+        }
+    }
+}
+
+/// Sum of the eight floats of `v`, in the order both vector kernels use.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn horizontal_sum(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let low = _mm256_castps256_ps128(v);
+    let high = _mm256_extractf128_ps(v, 1);
+    let quad = _mm_add_ps(low, high);
+    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+    let single = _mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1));
+    _mm_cvtss_f32(single)
+}
+
+#[cfg(target_arch = "x86_64")]
 mod avx {
+    use super::{PREFETCH_AHEAD, horizontal_sum, prefetch_l2};
     use std::arch::x86_64::*;
 
     /// Independent accumulators per row: enough to hide the FMA latency at M = 1, few enough
@@ -124,15 +338,26 @@ mod avx {
     /// depend on what else is in the batch. (Taking two weight rows at a time to reuse the
     /// input loads measured slower here: two streams per thread.)
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn block<const M: usize>(x: &[f32], w: &[f32], k: usize, out: &mut [f32]) {
+    pub unsafe fn block<const M: usize>(
+        x: &[f32],
+        w: &[f32],
+        k: usize,
+        out: &mut [&mut [f32]],
+        prefetch: bool,
+    ) {
         let step = 8 * U;
         let whole = k / step * step;
         let xp = x.as_ptr();
+        let end = w.as_ptr_range().end;
         for (j, weights) in w.chunks_exact(k).enumerate() {
             let wp = weights.as_ptr();
             let mut acc = [[_mm256_setzero_ps(); U]; M];
             let mut i = 0;
             while i < whole {
+                if prefetch {
+                    // One line (16 floats) per step.
+                    prefetch_l2(wp.wrapping_add(i), PREFETCH_AHEAD, end);
+                }
                 for u in 0..U {
                     // SAFETY: i + 8u + 8 ≤ whole ≤ k: inside this weight row and every input row.
                     let wv = unsafe { _mm256_loadu_ps(wp.add(i + 8 * u)) };
@@ -152,19 +377,9 @@ mod avx {
                 for t in whole..k {
                     total += x[r * k + t] * weights[t];
                 }
-                out[j * M + r] = total;
+                out[r][j] = total;
             }
         }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    fn horizontal_sum(v: __m256) -> f32 {
-        let low = _mm256_castps256_ps128(v);
-        let high = _mm256_extractf128_ps(v, 1);
-        let quad = _mm_add_ps(low, high);
-        let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
-        let single = _mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1));
-        _mm_cvtss_f32(single)
     }
 }
 
@@ -193,6 +408,44 @@ mod tests {
             .collect()
     }
 
+    /// Every kernel this CPU runs, with and without four-row tiles (AVX-512 only).
+    fn kernels() -> Vec<(Kernel, bool)> {
+        let all = [
+            (Kernel::Avx512, false),
+            (Kernel::Avx512, true),
+            (Kernel::Avx2, false),
+            (Kernel::Plain, false),
+        ];
+        all.into_iter().filter(|(k, _)| k.available()).collect()
+    }
+
+    /// `x · wᵀ` through one kernel (rows in groups of MAX_ROWS, one task), as [m, n].
+    fn product_with(
+        kernel: Kernel,
+        tiled: bool,
+        x: &[f32],
+        m: usize,
+        w: &[f32],
+        k: usize,
+    ) -> Vec<f32> {
+        let n = w.len() / k;
+        let mut y = vec![0f32; m * n];
+        for start in (0..m).step_by(MAX_ROWS) {
+            let rows = (m - start).min(MAX_ROWS);
+            let mut out: Vec<&mut [f32]> = y[start * n..(start + rows) * n].chunks_mut(n).collect();
+            block_with(
+                kernel,
+                tiled,
+                &x[start * k..(start + rows) * k],
+                rows,
+                w,
+                k,
+                &mut out,
+            );
+        }
+        y
+    }
+
     #[test]
     fn every_row_count_and_odd_widths_match_a_plain_product() {
         // Widths with and without a tail after the vector loop, row counts across the kernels'
@@ -215,14 +468,62 @@ mod tests {
     }
 
     #[test]
+    fn every_kernel_matches_a_plain_product() {
+        let kernels = kernels();
+        assert!(kernels.contains(&(Kernel::Plain, false)));
+        // n = 7 leaves three rows after the four-row tiles; k = 1 has no full vector step.
+        for (kernel, tiled) in kernels {
+            for k in [1, 15, 16, 17, 100, 1541] {
+                for m in [1, 3, 5, 6, 8] {
+                    let n = 7;
+                    let x = values(m * k, 3 + m as u32);
+                    let w = values(n * k, 11 + k as u32);
+                    let ours = product_with(kernel, tiled, &x, m, &w, k);
+                    let plain = reference(&x, m, &w, n, k);
+                    for (i, (a, b)) in ours.iter().zip(&plain).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                            "{kernel:?} tiled {tiled} m {m} k {k} element {i}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_vector_kernels_and_tiling_give_the_same_bits() {
+        let vector: Vec<(Kernel, bool)> = kernels()
+            .into_iter()
+            .filter(|(k, _)| *k != Kernel::Plain)
+            .collect();
+        for k in [7, 16, 77, 1536] {
+            let (m, n) = (5, 10);
+            let x = values(m * k, 2);
+            let w = values(n * k, 4);
+            let products: Vec<Vec<f32>> = vector
+                .iter()
+                .map(|&(kernel, tiled)| product_with(kernel, tiled, &x, m, &w, k))
+                .collect();
+            for (product, kernel) in products.iter().zip(&vector).skip(1) {
+                assert_eq!(
+                    product, &products[0],
+                    "k {k}: {kernel:?} vs {:?}",
+                    vector[0]
+                );
+            }
+        }
+    }
+
+    #[test]
     fn the_plain_fallback_agrees_with_the_vector_kernel() {
         let (m, n, k) = (5, 70, 100);
         let x = values(m * k, 3);
         let w = values(n * k, 11);
         let mut plain = vec![0f32; n * m];
-        block_plain(&x, m, &w, k, &mut plain);
+        block_plain(&x, m, &w, k, &mut plain.chunks_mut(n).collect::<Vec<_>>());
         let mut vector = vec![0f32; n * m];
-        block(&x, m, &w, k, &mut vector);
+        block(&x, m, &w, k, &mut vector.chunks_mut(n).collect::<Vec<_>>());
         for (a, b) in plain.iter().zip(&vector) {
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()));
         }
@@ -230,19 +531,35 @@ mod tests {
 
     #[test]
     fn a_rows_product_is_bit_identical_whatever_else_is_in_the_batch() {
-        let (n, k) = (40, 77);
-        let w = values(n * k, 5);
-        for m in 1..=13 {
-            let x = values(m * k, 9);
-            let together = matmul_transposed(&x, m, &w, n, k);
-            for r in 0..m {
-                let alone = matmul_transposed(&x[r * k..(r + 1) * k], 1, &w, n, k);
-                assert_eq!(
-                    &together[r * n..(r + 1) * n],
-                    alone.as_slice(),
-                    "m {m} row {r}"
-                );
+        // Through the public entry (the CPU's best kernel; k = 1541 with 6 rows is past the
+        // tiling threshold, 1 row is not) and through every kernel.
+        for k in [77, 1541] {
+            let n = 40;
+            let w = values(n * k, 5);
+            for m in 1..=13 {
+                let x = values(m * k, 9);
+                let together = matmul_transposed(&x, m, &w, n, k);
+                for r in 0..m {
+                    let alone = matmul_transposed(&x[r * k..(r + 1) * k], 1, &w, n, k);
+                    assert_eq!(
+                        &together[r * n..(r + 1) * n],
+                        alone.as_slice(),
+                        "k {k} m {m} row {r}"
+                    );
+                }
             }
+        }
+        for (kernel, tiled) in kernels() {
+            let (n, k) = (9, 300);
+            let w = values(n * k, 6);
+            let x = values(6 * k, 1);
+            let together = product_with(kernel, tiled, &x, 6, &w, k);
+            let alone = product_with(kernel, tiled, &x[2 * k..3 * k], 1, &w, k);
+            assert_eq!(
+                &together[2 * n..3 * n],
+                alone.as_slice(),
+                "{kernel:?} {tiled}"
+            );
         }
     }
 
