@@ -45,24 +45,10 @@ pub fn matmul_transposed_many(x: &[f32], m: usize, weights: &[&[f32]], k: usize)
         let xs = &x[start * k..(start + rows) * k];
         // A task is a run of weight rows and, for each input row of this group, the stretch of
         // its output row that those weight rows fill.
-        let mut tasks: Vec<(&[f32], Vec<&mut [f32]>)> = Vec::new();
+        let mut tasks: Vec<(&[f32], Stretches)> = Vec::new();
         for (w, y) in weights.iter().zip(products.iter_mut()) {
-            let n = w.len() / k;
-            if n == 0 {
-                continue;
-            }
-            let mut stretches: Vec<_> = y[start * n..(start + rows) * n]
-                .chunks_mut(n)
-                .map(|row| row.chunks_mut(ROWS_PER_TASK))
-                .collect();
-            for (task, weights) in w.chunks(ROWS_PER_TASK * k).enumerate() {
-                let outs = stretches
-                    .iter_mut()
-                    .map(|row| row.next())
-                    .collect::<Option<Vec<_>>>()
-                    .unwrap_or_else(|| unreachable!("task {task}: one stretch per output row"));
-                tasks.push((weights, outs));
-            }
+            let outputs = task_outputs(y, start, rows, w.len() / k);
+            tasks.extend(w.chunks(ROWS_PER_TASK * k).zip(outputs));
         }
         tasks
             .into_par_iter()
@@ -71,12 +57,93 @@ pub fn matmul_transposed_many(x: &[f32], m: usize, weights: &[&[f32]], k: usize)
     products
 }
 
-/// Input bytes (rows × k × 4) past which the AVX-512 kernel multiplies four weight rows at a
-/// time: above it the input rows no longer stay in L1 beside the weight stream, and each input
-/// load serving four weight rows instead of one keeps the kernel off L2. (Measured with 2
-/// threads and the prefetch below: five rows of k = 4864 cost 1.4–1.5× one row with one weight
-/// row per pass, 1.0–1.1× with four; below the threshold one row per pass is as fast.)
-const TILE_ABOVE_BYTES: usize = 24 * 1024;
+/// One output stretch per input row of a task: the part of the row its weight rows fill.
+type Stretches<'a> = Vec<&'a mut [f32]>;
+
+/// The output stretches of every task over rows `start..start + rows` of `y` ([m, n]): task t
+/// takes weight rows t·ROWS_PER_TASK.. (up to ROWS_PER_TASK of them).
+fn task_outputs(y: &mut [f32], start: usize, rows: usize, n: usize) -> Vec<Stretches<'_>> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut per_row: Vec<_> = y[start * n..(start + rows) * n]
+        .chunks_mut(n)
+        .map(|row| row.chunks_mut(ROWS_PER_TASK))
+        .collect();
+    (0..n.div_ceil(ROWS_PER_TASK))
+        .map(|task| {
+            per_row
+                .iter_mut()
+                .map(|row| row.next())
+                .collect::<Option<Vec<_>>>()
+                .unwrap_or_else(|| unreachable!("task {task}: one stretch per output row"))
+        })
+        .collect()
+}
+
+/// SwiGLU's activation of two products, silu(x · gateᵀ) ⊙ (x · upᵀ), for `gate` and `up`
+/// [n, k]; returns [m, n]. Each parallel task multiplies a run of gate rows and the same run of
+/// up rows and applies the activation to the stretch it has just produced, while it is in its
+/// core's cache: no separate pass over the two products, and neither is handed between
+/// threads. Equal, bit for bit, to [`crate::vector_math::silu_times`] of the two products.
+pub fn matmul_swiglu(x: &[f32], m: usize, gate: &[f32], up: &[f32], k: usize) -> Vec<f32> {
+    assert_eq!(x.len(), m * k, "x must be [m, k]");
+    assert!(
+        k > 0 && gate.len().is_multiple_of(k) && up.len() == gate.len(),
+        "gate and up must both be [n, k]"
+    );
+    let n = gate.len() / k;
+    let mut y = vec![0f32; m * n];
+    if n == 0 {
+        return y;
+    }
+    for start in (0..m).step_by(MAX_ROWS) {
+        let rows = (m - start).min(MAX_ROWS);
+        let xs = &x[start * k..(start + rows) * k];
+        let tasks: Vec<_> = gate
+            .chunks(ROWS_PER_TASK * k)
+            .zip(up.chunks(ROWS_PER_TASK * k))
+            .zip(task_outputs(&mut y, start, rows, n))
+            .collect();
+        tasks.into_par_iter().for_each(|((g, u), outs)| {
+            let count = g.len() / k;
+            let mut gated = vec![0f32; rows * count];
+            let mut upped = vec![0f32; rows * count];
+            block(
+                xs,
+                rows,
+                g,
+                k,
+                &mut gated.chunks_mut(count).collect::<Vec<_>>(),
+            );
+            block(
+                xs,
+                rows,
+                u,
+                k,
+                &mut upped.chunks_mut(count).collect::<Vec<_>>(),
+            );
+            for (r, out) in outs.into_iter().enumerate() {
+                let stretch = r * count..(r + 1) * count;
+                crate::vector_math::silu_times_into(&gated[stretch.clone()], &upped[stretch], out);
+            }
+        });
+    }
+    y
+}
+
+/// Weight rows per pass of the AVX-512 kernel for an input of `bytes` (rows × k × 4). Past
+/// 24 KB the input rows no longer stay in L1 beside the weight stream, and each input load
+/// that serves four weight rows instead of one keeps the kernel off L2. Measured in decode
+/// steps with 2 threads: SmolLM2's down projection (five rows of k = 1536, 30 KB) took
+/// 285–310 ms per 64 steps with four rows per pass against 313–380 with one, Qwen2.5-0.5B's
+/// (k = 4864, 97 KB) 665–805 against 930–1,050; below 24 KB one row per pass is as fast. The
+/// sums do not depend on it.
+fn tile_for(bytes: usize) -> usize {
+    if bytes > FOUR_ROWS_ABOVE { 4 } else { 1 }
+}
+
+const FOUR_ROWS_ABOVE: usize = 24 * 1024;
 
 /// How far ahead (in floats) the kernels prefetch a weight row into L2 when more than one input
 /// row shares the pass. With several rows the FMAs between two weight loads hold back the
@@ -134,19 +201,20 @@ impl Kernel {
 
 /// out[r][j] = dot(x[r], w[j]) for every input row r and weight row j of `w`.
 fn block(x: &[f32], rows: usize, w: &[f32], k: usize, out: &mut [&mut [f32]]) {
-    let tiled = rows * k * 4 > TILE_ABOVE_BYTES;
-    let mut kernel = Kernel::best();
-    if rows == 1 && kernel == Kernel::Avx512 && std::env::var("TMP_K1").is_ok_and(|v| v == "avx2") {
-        kernel = Kernel::Avx2;
-    }
-    block_with(kernel, tiled, x, rows, w, k, out);
+    // One row runs faster through the AVX2 kernel here (its sums are the AVX-512 kernel's,
+    // bit for bit, so a sequence's logits still do not depend on the batch).
+    let kernel = match Kernel::best() {
+        Kernel::Avx512 if rows == 1 => Kernel::Avx2,
+        best => best,
+    };
+    block_with(kernel, tile_for(rows * k * 4), x, rows, w, k, out);
 }
 
-/// [`block`] with a chosen kernel (which the caller has checked the CPU supports) and tiling
-/// (AVX-512 only; the sums do not depend on it).
+/// [`block`] with a chosen kernel (which the caller has checked the CPU supports) and weight
+/// rows per pass (`tile`: 1 or 4; AVX-512 only; the sums do not depend on it).
 fn block_with(
     kernel: Kernel,
-    tiled: bool,
+    tile: usize,
     x: &[f32],
     rows: usize,
     w: &[f32],
@@ -171,12 +239,12 @@ fn block_with(
         // SAFETY: `Kernel::best` (or a test) checked that the CPU supports AVX-512F.
         Kernel::Avx512 => unsafe {
             match rows {
-                1 => avx512::block::<1>(x, w, k, out, tiled, prefetch),
-                2 => avx512::block::<2>(x, w, k, out, tiled, prefetch),
-                3 => avx512::block::<3>(x, w, k, out, tiled, prefetch),
-                4 => avx512::block::<4>(x, w, k, out, tiled, prefetch),
-                5 => avx512::block::<5>(x, w, k, out, tiled, prefetch),
-                6 => avx512::block::<6>(x, w, k, out, tiled, prefetch),
+                1 => avx512::block::<1>(x, w, k, out, tile, prefetch),
+                2 => avx512::block::<2>(x, w, k, out, tile, prefetch),
+                3 => avx512::block::<3>(x, w, k, out, tile, prefetch),
+                4 => avx512::block::<4>(x, w, k, out, tile, prefetch),
+                5 => avx512::block::<5>(x, w, k, out, tile, prefetch),
+                6 => avx512::block::<6>(x, w, k, out, tile, prefetch),
                 _ => unreachable!("rows checked above"),
             }
         },
@@ -196,7 +264,7 @@ fn block_with(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (kernel, tiled, prefetch);
+        let _ = (kernel, tile, prefetch);
         block_plain(x, rows, w, k, out);
     }
 }
@@ -229,8 +297,8 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     /// `M` input rows against every weight row of `w`, 16 floats per step with one accumulator
-    /// per (input row, weight row) pair. `tiled` takes four weight rows per pass (each input
-    /// load serves four of them). The sums are the same either way, the same whatever `M` is
+    /// per (input row, weight row) pair. `tile` weight rows (1 or 4) are taken per pass
+    /// (each input load serves all of them). The sums are the same either way, the same whatever `M` is
     /// (so a sequence's logits do not depend on what else is in the batch), and bit for bit
     /// the AVX2 kernel's.
     #[target_feature(enable = "avx512f")]
@@ -239,14 +307,15 @@ mod avx512 {
         w: &[f32],
         k: usize,
         out: &mut [&mut [f32]],
-        tiled: bool,
+        tile: usize,
         prefetch: bool,
     ) {
         let n = w.len() / k;
         let mut j = 0;
-        if tiled {
+        // SAFETY (each call): rows j..j + 4 (then j) lie inside `w`; `out` holds a value per
+        // weight row for each of the M input rows.
+        if tile == 4 {
             while j + 4 <= n {
-                // SAFETY: rows j..j + 4 lie inside `w`; `out` holds M values per row.
                 unsafe { rows::<M, 4>(x, w, j, k, out, prefetch) };
                 j += 4;
             }
@@ -256,6 +325,22 @@ mod avx512 {
             unsafe { rows::<M, 1>(x, w, j, k, out, prefetch) };
             j += 1;
         }
+    }
+
+    /// The sum of one (input row, weight row) pair from its 16-lane accumulator: the AVX2
+    /// kernel's order (its two 8-float accumulators are this one's halves, added, summed
+    /// across, then the tail one float at a time).
+    #[target_feature(enable = "avx512f")]
+    fn finish(acc: __m512, input: &[f32], weights: &[f32], whole: usize) -> f32 {
+        let halves = _mm256_add_ps(
+            _mm512_castps512_ps256(acc),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc))),
+        );
+        let mut total = horizontal_sum(halves);
+        for t in whole * 16..input.len() {
+            total += input[t] * weights[t];
+        }
+        total
     }
 
     /// Weight rows `first..first + J` against the `M` input rows.
@@ -293,18 +378,8 @@ mod avx512 {
         }
         for (r, row) in acc.iter().enumerate() {
             for (jj, a) in row.iter().enumerate() {
-                // The AVX2 kernel's order: its two 8-float accumulators are this one's halves,
-                // added, summed across, then the tail one float at a time.
-                let halves = _mm256_add_ps(
-                    _mm512_castps512_ps256(*a),
-                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*a))),
-                );
-                let mut total = horizontal_sum(halves);
                 let (input, weights) = (&x[r * k..(r + 1) * k], &w[(first + jj) * k..][..k]);
-                for t in whole * 16..k {
-                    total += input[t] * weights[t];
-                }
-                out[r][first + jj] = total;
+                out[r][first + jj] = finish(*a, input, weights, whole);
             }
         }
     }
@@ -408,13 +483,13 @@ mod tests {
             .collect()
     }
 
-    /// Every kernel this CPU runs, with and without four-row tiles (AVX-512 only).
-    fn kernels() -> Vec<(Kernel, bool)> {
+    /// Every kernel this CPU runs, with one and four weight rows per pass (AVX-512 only).
+    fn kernels() -> Vec<(Kernel, usize)> {
         let all = [
-            (Kernel::Avx512, false),
-            (Kernel::Avx512, true),
-            (Kernel::Avx2, false),
-            (Kernel::Plain, false),
+            (Kernel::Avx512, 1),
+            (Kernel::Avx512, 4),
+            (Kernel::Avx2, 1),
+            (Kernel::Plain, 1),
         ];
         all.into_iter().filter(|(k, _)| k.available()).collect()
     }
@@ -422,7 +497,7 @@ mod tests {
     /// `x · wᵀ` through one kernel (rows in groups of MAX_ROWS, one task), as [m, n].
     fn product_with(
         kernel: Kernel,
-        tiled: bool,
+        tile: usize,
         x: &[f32],
         m: usize,
         w: &[f32],
@@ -435,7 +510,7 @@ mod tests {
             let mut out: Vec<&mut [f32]> = y[start * n..(start + rows) * n].chunks_mut(n).collect();
             block_with(
                 kernel,
-                tiled,
+                tile,
                 &x[start * k..(start + rows) * k],
                 rows,
                 w,
@@ -470,20 +545,20 @@ mod tests {
     #[test]
     fn every_kernel_matches_a_plain_product() {
         let kernels = kernels();
-        assert!(kernels.contains(&(Kernel::Plain, false)));
+        assert!(kernels.contains(&(Kernel::Plain, 1)));
         // n = 7 leaves three rows after the four-row tiles; k = 1 has no full vector step.
-        for (kernel, tiled) in kernels {
+        for (kernel, tile) in kernels {
             for k in [1, 15, 16, 17, 100, 1541] {
                 for m in [1, 3, 5, 6, 8] {
                     let n = 7;
                     let x = values(m * k, 3 + m as u32);
                     let w = values(n * k, 11 + k as u32);
-                    let ours = product_with(kernel, tiled, &x, m, &w, k);
+                    let ours = product_with(kernel, tile, &x, m, &w, k);
                     let plain = reference(&x, m, &w, n, k);
                     for (i, (a, b)) in ours.iter().zip(&plain).enumerate() {
                         assert!(
                             (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-                            "{kernel:?} tiled {tiled} m {m} k {k} element {i}: {a} vs {b}"
+                            "{kernel:?} tile {tile} m {m} k {k} element {i}: {a} vs {b}"
                         );
                     }
                 }
@@ -493,7 +568,7 @@ mod tests {
 
     #[test]
     fn the_vector_kernels_and_tiling_give_the_same_bits() {
-        let vector: Vec<(Kernel, bool)> = kernels()
+        let vector: Vec<(Kernel, usize)> = kernels()
             .into_iter()
             .filter(|(k, _)| *k != Kernel::Plain)
             .collect();
@@ -503,7 +578,7 @@ mod tests {
             let w = values(n * k, 4);
             let products: Vec<Vec<f32>> = vector
                 .iter()
-                .map(|&(kernel, tiled)| product_with(kernel, tiled, &x, m, &w, k))
+                .map(|&(kernel, tile)| product_with(kernel, tile, &x, m, &w, k))
                 .collect();
             for (product, kernel) in products.iter().zip(&vector).skip(1) {
                 assert_eq!(
@@ -549,16 +624,16 @@ mod tests {
                 }
             }
         }
-        for (kernel, tiled) in kernels() {
+        for (kernel, tile) in kernels() {
             let (n, k) = (9, 300);
             let w = values(n * k, 6);
             let x = values(6 * k, 1);
-            let together = product_with(kernel, tiled, &x, 6, &w, k);
-            let alone = product_with(kernel, tiled, &x[2 * k..3 * k], 1, &w, k);
+            let together = product_with(kernel, tile, &x, 6, &w, k);
+            let alone = product_with(kernel, tile, &x[2 * k..3 * k], 1, &w, k);
             assert_eq!(
                 &together[2 * n..3 * n],
                 alone.as_slice(),
-                "{kernel:?} {tiled}"
+                "{kernel:?} {tile}"
             );
         }
     }
@@ -574,6 +649,30 @@ mod tests {
         for ((w, &n), product) in weights.iter().zip(&shapes).zip(&together) {
             assert_eq!(product, &matmul_transposed(&x, m, w, n, k));
         }
+    }
+
+    #[test]
+    fn the_fused_swiglu_equals_the_activation_of_the_two_products() {
+        let k = 40;
+        for m in [1, 5, 7] {
+            for n in [1, 63, 64, 130] {
+                let x = values(m * k, 2 + m as u32);
+                let gate = values(n * k, 5 + n as u32);
+                let up = values(n * k, 9 + n as u32);
+                let fused = matmul_swiglu(&x, m, &gate, &up, k);
+                let apart = crate::vector_math::silu_times(
+                    &matmul_transposed(&x, m, &gate, n, k),
+                    &matmul_transposed(&x, m, &up, n, k),
+                );
+                assert_eq!(fused, apart, "m {m} n {n}");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "gate and up must both be [n, k]")]
+    fn a_swiglu_with_mismatched_weights_is_refused() {
+        matmul_swiglu(&[0.0; 4], 1, &[0.0; 8], &[0.0; 4], 4);
     }
 
     #[test]

@@ -11,7 +11,6 @@
 //! an optimiser can update them in place and checkpoints keep the HF layout.
 
 use super::config::ModelConfig;
-use super::decode_attention::{CacheView, decode_attention};
 use super::fused;
 use super::skinny;
 use super::worker::on_worker;
@@ -19,6 +18,8 @@ use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use std::collections::HashMap;
+
+mod cpu_decode;
 
 /// Added to attention scores of masked keys. Finite, so that fully masked rows (padding
 /// queries) stay finite in the forward and the backward.
@@ -86,6 +87,15 @@ impl LayerCache {
 
     fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<()> {
         let new = k.dim(2)?;
+        self.reserve(new)?;
+        self.k.slice_set(&k.contiguous()?, 2, self.len)?;
+        self.v.slice_set(&v.contiguous()?, 2, self.len)?;
+        self.len += new;
+        Ok(())
+    }
+
+    /// Grows the buffers (doubling) so that `new` more positions fit.
+    fn reserve(&mut self, new: usize) -> Result<()> {
         let capacity = self.k.dim(2)?;
         if self.len + new > capacity {
             let bigger = ((self.len + new) * 2).max(capacity * 2);
@@ -97,9 +107,6 @@ impl LayerCache {
             self.v
                 .slice_set(&v_old.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
         }
-        self.k.slice_set(&k.contiguous()?, 2, self.len)?;
-        self.v.slice_set(&v.contiguous()?, 2, self.len)?;
-        self.len += new;
         Ok(())
     }
 
@@ -468,10 +475,20 @@ impl Policy {
                 caches.len()
             );
         }
-        let positions: Vec<u32> = caches.iter().map(|c| c.len() as u32).collect();
-        for &p in &positions {
-            self.check_length(p as usize + 1)?;
+        for cache in caches.iter() {
+            self.check_length(cache.len() + 1)?;
         }
+        // CPU f32 models take the step on plain rows (`cpu_decode`), others the tensor ops.
+        match self.decode_rows(tokens, caches)? {
+            Some(logits) => Ok(logits),
+            None => self.decode_composed(tokens, caches),
+        }
+    }
+
+    /// The decode step of [`Policy::forward_decode`] through candle's tensor ops.
+    fn decode_composed(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let batch = tokens.len();
+        let positions: Vec<u32> = caches.iter().map(|c| c.len() as u32).collect();
         let positions = Tensor::new(positions.as_slice(), &self.device)?;
         let hd2 = self.config.head_dim() / 2;
         let cos = self
@@ -640,7 +657,7 @@ impl Policy {
 
 /// Attention of the decode batch's new tokens `q` [batch, heads, 1, head_dim] over layer
 /// `layer` of their caches (the new keys already appended), in one parallel pass through
-/// [`decode_attention`]. `None` when the tensors are not CPU f32 (the caller then runs the
+/// [`super::decode_attention`]. `None` when the tensors are not CPU f32 (the caller then runs the
 /// tensor-op path).
 fn batched_decode_attention(
     layer: usize,
@@ -651,41 +668,17 @@ fn batched_decode_attention(
     if !q.device().is_cpu() || q.dtype() != DType::F32 || new != 1 {
         return Ok(None);
     }
-    let mut guards = Vec::with_capacity(batch);
     let mut kv_heads = 0;
     for cache in caches {
         let layer = &cache.layers[layer];
-        let (_, kv, capacity, cached_dim) = layer.k.dims4()?;
-        if cached_dim != head_dim {
+        let (_, kv, _, cached_dim) = layer.k.dims4()?;
+        if cached_dim != head_dim || !cpu_decode::plain(layer) {
             return Ok(None);
         }
         kv_heads = kv;
-        let (keys, key_layout) = layer.k.storage_and_layout();
-        let (values, value_layout) = layer.v.storage_and_layout();
-        if layer.k.dtype() != DType::F32
-            || key_layout.contiguous_offsets() != Some((0, layer.k.elem_count()))
-            || value_layout.contiguous_offsets() != Some((0, layer.v.elem_count()))
-        {
-            return Ok(None);
-        }
-        guards.push((keys, values, capacity, layer.len));
-    }
-    let mut views = Vec::with_capacity(batch);
-    for (keys, values, capacity, len) in &guards {
-        let (candle_core::Storage::Cpu(keys), candle_core::Storage::Cpu(values)) =
-            (&**keys, &**values)
-        else {
-            return Ok(None);
-        };
-        views.push(CacheView {
-            keys: keys.as_slice::<f32>()?,
-            values: values.as_slice::<f32>()?,
-            capacity: *capacity,
-            len: *len,
-        });
     }
     let queries = q.flatten_all()?.to_vec1::<f32>()?;
-    let out = decode_attention(&queries, &views, heads, kv_heads, head_dim);
+    let out = cpu_decode::attend_caches(layer, &queries, caches, heads, kv_heads, head_dim)?;
     Ok(Some(Tensor::from_vec(
         out,
         (batch, heads, 1, head_dim),

@@ -1,0 +1,433 @@
+//! The decode step of CPU f32 models on plain rows of floats.
+//!
+//! A decode step multiplies a handful of rows (one per sequence) with every weight matrix; the
+//! products stream the weights through [`skinny`]'s kernel and are bound by memory. Between
+//! them, the step used to run a dozen small candle ops per layer (norms, rotary embedding,
+//! residual adds, the SwiGLU activation, reshapes, the KV-cache writes), each with its own
+//! allocation and, above a size, its own hand-off to the thread pool — a fixed cost per op that
+//! grew with the batch. Here those steps are loops over the rows, written in the order candle's
+//! fused generation ops compute them, and the new keys and values are written straight into
+//! the cache buffers. Every sequence's row is computed on its own, so its logits do not depend
+//! on what else is in the batch.
+
+use super::{KvCache, Layer, LayerCache, Policy};
+use crate::model::decode_attention::{CacheView, decode_attention};
+use crate::model::skinny;
+use anyhow::{Context, Result, bail};
+use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Storage, Tensor};
+use parking_lot::RwLockReadGuard;
+
+/// The contiguous f32 CPU data of a tensor, held through its storage guard.
+struct Data<'a> {
+    guard: RwLockReadGuard<'a, Storage>,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> Data<'a> {
+    /// `None` unless the tensor is contiguous f32 on the CPU.
+    fn of(tensor: &'a Tensor) -> Option<Data<'a>> {
+        if tensor.dtype() != DType::F32 {
+            return None;
+        }
+        let (guard, layout) = tensor.storage_and_layout();
+        let (start, end) = layout.contiguous_offsets()?;
+        matches!(&*guard, Storage::Cpu(_)).then_some(Data { guard, start, end })
+    }
+
+    fn slice(&self) -> Result<&[f32]> {
+        match &*self.guard {
+            Storage::Cpu(cpu) => Ok(&cpu.as_slice::<f32>()?[self.start..self.end]),
+            _ => bail!("tensor is not on the CPU"),
+        }
+    }
+}
+
+/// One layer's weights, as held data.
+struct LayerData<'a> {
+    input_norm: Data<'a>,
+    q: Data<'a>,
+    k: Data<'a>,
+    v: Data<'a>,
+    q_bias: Option<Data<'a>>,
+    k_bias: Option<Data<'a>>,
+    v_bias: Option<Data<'a>>,
+    o: Data<'a>,
+    o_bias: Option<Data<'a>>,
+    post_norm: Data<'a>,
+    gate: Data<'a>,
+    up: Data<'a>,
+    down: Data<'a>,
+}
+
+impl<'a> LayerData<'a> {
+    fn of(layer: &'a Layer) -> Option<LayerData<'a>> {
+        // A bias that is present must be usable too.
+        let bias = |b: &'a Option<Tensor>| -> Option<Option<Data<'a>>> {
+            match b {
+                Some(t) => Data::of(t).map(Some),
+                None => Some(None),
+            }
+        };
+        Some(LayerData {
+            input_norm: Data::of(&layer.input_norm)?,
+            q: Data::of(&layer.q)?,
+            k: Data::of(&layer.k)?,
+            v: Data::of(&layer.v)?,
+            q_bias: bias(&layer.q_bias)?,
+            k_bias: bias(&layer.k_bias)?,
+            v_bias: bias(&layer.v_bias)?,
+            o: Data::of(&layer.o)?,
+            o_bias: bias(&layer.o_bias)?,
+            post_norm: Data::of(&layer.post_norm)?,
+            gate: Data::of(&layer.gate)?,
+            up: Data::of(&layer.up)?,
+            down: Data::of(&layer.down)?,
+        })
+    }
+}
+
+impl Policy {
+    /// The decode step on plain rows: `tokens[i]` is appended to `caches[i]`; returns the
+    /// next-token logits [batch, vocab]. `None` where it does not apply (not a CPU f32 model,
+    /// more rows than the decode kernel takes, or a cache that lacks a layer or holds other
+    /// buffers): the caller then runs the tensor-op step.
+    pub(super) fn decode_rows(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache],
+    ) -> Result<Option<Tensor>> {
+        let batch = tokens.len();
+        if !self.device.is_cpu()
+            || self.dtype != DType::F32
+            || batch > super::DECODE_ROWS
+            || caches
+                .iter()
+                .any(|c| c.layers.len() != self.layers.len() || !c.layers.iter().all(plain))
+        {
+            return Ok(None);
+        }
+        let config = &self.config;
+        let (hidden, heads, kv_heads, head_dim) = (
+            config.hidden_size,
+            config.num_attention_heads,
+            config.kv_heads(),
+            config.head_dim(),
+        );
+        let eps = config.rms_norm_eps as f32;
+        let (Some(embed), Some(norm), Some(lm_head), Some(cos), Some(sin)) = (
+            Data::of(&self.embed),
+            Data::of(&self.norm),
+            Data::of(&self.lm_head),
+            Data::of(&self.cos),
+            Data::of(&self.sin),
+        ) else {
+            return Ok(None);
+        };
+        let Some(layers) = self
+            .layers
+            .iter()
+            .map(LayerData::of)
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
+        let (embed, cos, sin) = (embed.slice()?, cos.slice()?, sin.slice()?);
+        let half = head_dim / 2;
+        // Each row's rotary table at its position.
+        let rotations: Vec<(&[f32], &[f32])> = caches
+            .iter()
+            .map(|c| {
+                let at = c.len() * half;
+                Ok((
+                    cos.get(at..at + half)
+                        .context("position past the rotary table")?,
+                    sin.get(at..at + half)
+                        .context("position past the rotary table")?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let mut x = Vec::with_capacity(batch * hidden);
+        for &token in tokens {
+            let at = token as usize * hidden;
+            let row = embed
+                .get(at..at + hidden)
+                .with_context(|| format!("token id {token} is outside the vocabulary"))?;
+            x.extend_from_slice(row);
+        }
+        for (index, layer) in layers.iter().enumerate() {
+            let h = rms_norm_rows(&x, layer.input_norm.slice()?, eps);
+            let [mut q, mut k, mut v]: [Vec<f32>; 3] = skinny::matmul_transposed_many(
+                &h,
+                batch,
+                &[layer.q.slice()?, layer.k.slice()?, layer.v.slice()?],
+                hidden,
+            )
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("three projections expected"))?;
+            add_bias(&mut q, layer.q_bias.as_ref())?;
+            add_bias(&mut k, layer.k_bias.as_ref())?;
+            add_bias(&mut v, layer.v_bias.as_ref())?;
+            for (row, (cos, sin)) in rotations.iter().enumerate() {
+                let q_row = &mut q[row * heads * head_dim..(row + 1) * heads * head_dim];
+                rotate_heads(q_row, head_dim, cos, sin);
+                let k_row = &mut k[row * kv_heads * head_dim..(row + 1) * kv_heads * head_dim];
+                rotate_heads(k_row, head_dim, cos, sin);
+            }
+            let width = kv_heads * head_dim;
+            for (row, cache) in caches.iter_mut().enumerate() {
+                cache.layers[index].append_token(
+                    &k[row * width..(row + 1) * width],
+                    &v[row * width..(row + 1) * width],
+                )?;
+            }
+            let attention = attend_caches(index, &q, caches, heads, kv_heads, head_dim)?;
+            let mut out = skinny::matmul_transposed(
+                &attention,
+                batch,
+                layer.o.slice()?,
+                hidden,
+                heads * head_dim,
+            );
+            add_bias(&mut out, layer.o_bias.as_ref())?;
+            add_in_place(&mut x, &out);
+            let h = rms_norm_rows(&x, layer.post_norm.slice()?, eps);
+            let activated =
+                skinny::matmul_swiglu(&h, batch, layer.gate.slice()?, layer.up.slice()?, hidden);
+            let down = layer.down.slice()?;
+            let mlp = skinny::matmul_transposed(
+                &activated,
+                batch,
+                down,
+                hidden,
+                config.intermediate_size,
+            );
+            add_in_place(&mut x, &mlp);
+        }
+        let h = rms_norm_rows(&x, norm.slice()?, eps);
+        let lm_head = lm_head.slice()?;
+        let vocab = lm_head.len() / hidden;
+        let logits = skinny::matmul_transposed(&h, batch, lm_head, vocab, hidden);
+        Ok(Some(Tensor::from_vec(
+            logits,
+            (batch, vocab),
+            &self.device,
+        )?))
+    }
+}
+
+/// Whether a layer cache holds contiguous f32 CPU buffers (those `append_token` writes).
+pub(super) fn plain(layer: &LayerCache) -> bool {
+    Data::of(&layer.k).is_some() && Data::of(&layer.v).is_some()
+}
+
+/// Attention of one new query per sequence (`queries` [batch, heads, head_dim], rotated) over
+/// layer `layer` of its cache (the new keys already written); [batch, heads · head_dim].
+pub(super) fn attend_caches(
+    layer: usize,
+    queries: &[f32],
+    caches: &[&mut KvCache],
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+) -> Result<Vec<f32>> {
+    let held: Vec<(Data, Data, usize, usize)> = caches
+        .iter()
+        .map(|cache| {
+            let layer = &cache.layers[layer];
+            let capacity = layer.k.dim(2)?;
+            match (Data::of(&layer.k), Data::of(&layer.v)) {
+                (Some(keys), Some(values)) => Ok((keys, values, capacity, layer.len)),
+                _ => bail!("the KV cache does not hold contiguous f32 CPU buffers"),
+            }
+        })
+        .collect::<Result<_>>()?;
+    let views = held
+        .iter()
+        .map(|(keys, values, capacity, len)| {
+            Ok(CacheView {
+                keys: keys.slice()?,
+                values: values.slice()?,
+                capacity: *capacity,
+                len: *len,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(decode_attention(queries, &views, heads, kv_heads, head_dim))
+}
+
+impl LayerCache {
+    /// Writes one token's keys and values ([kv_heads · head_dim] each, rotated keys) at the
+    /// end of the cache, growing it first when it is full.
+    fn append_token(&mut self, keys: &[f32], values: &[f32]) -> Result<()> {
+        self.reserve(1)?;
+        let (_, kv_heads, capacity, head_dim) = self.k.dims4()?;
+        if keys.len() != kv_heads * head_dim || values.len() != keys.len() {
+            bail!(
+                "a token's keys and values must hold {kv_heads} × {head_dim} floats, not {} and {}",
+                keys.len(),
+                values.len()
+            );
+        }
+        for (buffer, rows) in [(&self.k, keys), (&self.v, values)] {
+            buffer.inplace_op1(&WriteToken {
+                rows,
+                position: self.len,
+                capacity,
+                head_dim,
+            })?;
+        }
+        self.len += 1;
+        Ok(())
+    }
+}
+
+/// Writes one token's rows (one per kv head) into a cache buffer [1, kv_heads, capacity,
+/// head_dim] at `position`.
+struct WriteToken<'a> {
+    rows: &'a [f32],
+    position: usize,
+    capacity: usize,
+    head_dim: usize,
+}
+
+impl InplaceOp1 for WriteToken<'_> {
+    fn name(&self) -> &'static str {
+        "kv-cache-write-token"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let data = crate::grpo::inplace::slice_mut(storage, layout)?;
+        for (head, row) in self.rows.chunks_exact(self.head_dim).enumerate() {
+            let at = (head * self.capacity + self.position) * self.head_dim;
+            data.get_mut(at..at + self.head_dim)
+                .ok_or_else(|| candle_core::Error::Msg("KV cache write out of bounds".into()))?
+                .copy_from_slice(row);
+        }
+        Ok(())
+    }
+}
+
+/// RMS norm of every row of `x` (rows of `weight.len()`), as candle's fused `rms_norm`
+/// computes it: x / √(mean(x²) + eps) · weight.
+fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let dim = weight.len();
+    let mut out = vec![0f32; x.len()];
+    for (row, out) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+        let sum2: f32 = row.iter().map(|v| v * v).sum();
+        let scale = (sum2 / dim as f32 + eps).sqrt();
+        for ((o, v), w) in out.iter_mut().zip(row).zip(weight) {
+            *o = v / scale * w;
+        }
+    }
+    out
+}
+
+/// Adds a bias (one value per column) to every row.
+fn add_bias(rows: &mut [f32], bias: Option<&Data>) -> Result<()> {
+    if let Some(bias) = bias {
+        let bias = bias.slice()?;
+        for row in rows.chunks_exact_mut(bias.len()) {
+            add_in_place(row, bias);
+        }
+    }
+    Ok(())
+}
+
+fn add_in_place(into: &mut [f32], other: &[f32]) {
+    for (a, b) in into.iter_mut().zip(other) {
+        *a += b;
+    }
+}
+
+/// Rotary embedding of every head in `row` (heads of `head_dim`, halves rotated together as
+/// in candle's `rope`): (x₁, x₂) → (x₁·cos − x₂·sin, x₁·sin + x₂·cos).
+fn rotate_heads(row: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
+    let half = head_dim / 2;
+    for head in row.chunks_exact_mut(head_dim) {
+        let (first, second) = head.split_at_mut(half);
+        for i in 0..half {
+            let (a, b) = (first[i], second[i]);
+            first[i] = a * cos[i] - b * sin[i];
+            second[i] = a * sin[i] + b * cos[i];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::config::Architecture;
+    use crate::model::tiny::{TINY, init_tiny};
+    use crate::model::{KvCache, load_model};
+    use candle_core::{DType, Device, Tensor};
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .and_then(|d| d.abs())
+            .and_then(|d| d.flatten_all())
+            .and_then(|d| d.max(0))
+            .and_then(|d| d.to_scalar::<f32>())
+            .unwrap()
+    }
+
+    #[test]
+    fn plain_rows_match_the_tensor_op_step_through_cache_growth() {
+        for arch in [Architecture::Qwen2, Architecture::Llama] {
+            let dir = tempfile::tempdir().unwrap();
+            init_tiny(arch, TINY, 3, None, dir.path()).unwrap();
+            let model = load_model(dir.path(), DType::F32, &Device::Cpu).unwrap();
+            let policy = &model.policy;
+            // Three sequences of different lengths (different positions and cache sizes).
+            let prompts: [&[u32]; 3] = [&[5, 9, 11], &[7; 20], &[3, 4, 5, 6, 7, 8, 9, 10, 11]];
+            let mut plain: Vec<KvCache> = Vec::new();
+            let mut composed: Vec<KvCache> = Vec::new();
+            for prompt in prompts {
+                let mut cache = KvCache::default();
+                policy.forward_step(prompt, &mut cache).unwrap();
+                composed.push(cache.fork().unwrap());
+                plain.push(cache);
+            }
+            // 70 steps: every cache outgrows its first 64 positions.
+            let mut tokens = vec![1u32, 2, 3];
+            for step in 0..70 {
+                let mut a: Vec<&mut KvCache> = plain.iter_mut().collect();
+                let rows = policy
+                    .decode_rows(&tokens, &mut a)
+                    .unwrap()
+                    .expect("CPU f32");
+                let mut b: Vec<&mut KvCache> = composed.iter_mut().collect();
+                let reference = policy.decode_composed(&tokens, &mut b).unwrap();
+                let diff = max_abs_diff(&rows, &reference);
+                assert!(
+                    diff <= 1e-5,
+                    "{arch:?} step {step}: logits differ by {diff}"
+                );
+                // Greedy next tokens keep both paths on the same sequence.
+                tokens = rows.argmax(1).unwrap().to_vec1::<u32>().unwrap();
+            }
+            for (a, b) in plain.iter().zip(&composed) {
+                assert_eq!(a.len(), b.len());
+                assert!(a.len() > 64);
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_token_id_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        init_tiny(Architecture::Llama, TINY, 3, None, dir.path()).unwrap();
+        let model = load_model(dir.path(), DType::F32, &Device::Cpu).unwrap();
+        let mut cache = KvCache::default();
+        model.policy.forward_step(&[1, 2], &mut cache).unwrap();
+        let error = model
+            .policy
+            .forward_decode(&[u32::MAX], &mut [&mut cache])
+            .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("outside the vocabulary"),
+            "{error:#}"
+        );
+        // The failed step wrote nothing into the cache.
+        assert_eq!(cache.len(), 2);
+    }
+}
