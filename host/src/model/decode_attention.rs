@@ -1,18 +1,37 @@
-//! Attention of one new token per sequence over its own key/value cache, for the whole decode
-//! batch in one parallel pass (every sequence × kv head is one task, its query heads together). Replaces, per layer and
-//! sequence, a chain of small tensor ops (two matrix products, a softmax, reshapes and a
-//! concatenation) whose fixed costs dominated a decode step.
+//! Attention of one new token per sequence over its key/value cache, for the whole decode
+//! batch in one parallel pass (every sequence × kv head is one task, its query heads
+//! together). Replaces, per layer and sequence, a chain of small tensor ops (two matrix
+//! products, a softmax, reshapes and a concatenation) whose fixed costs dominated a decode
+//! step. A cache may come in two segments: positions shared with other sequences (a prompt's
+//! prefill), then the sequence's own; the result is the same, bit for bit, as over one buffer
+//! holding both.
 
 use rayon::prelude::*;
 
-/// One sequence's cache of one layer: keys and values laid out [kv_heads, capacity, head_dim],
-/// of which the first `len` positions of every head are filled.
+/// Keys and values of one layer laid out [kv_heads, capacity, head_dim], of which the first
+/// `len` positions of every head are filled.
 #[derive(Clone, Copy)]
-pub struct CacheView<'a> {
+pub struct Segment<'a> {
     pub keys: &'a [f32],
     pub values: &'a [f32],
     pub capacity: usize,
     pub len: usize,
+}
+
+/// One sequence's cache of one layer: the shared positions (if any), then its own.
+#[derive(Clone, Copy)]
+pub struct CacheView<'a> {
+    pub shared: Option<Segment<'a>>,
+    pub own: Segment<'a>,
+}
+
+impl<'a> Segment<'a> {
+    /// Keys and values of kv head `group`: [len, head_dim] each.
+    fn group(&self, group: usize, head_dim: usize) -> (&'a [f32], &'a [f32]) {
+        let base = group * self.capacity * head_dim;
+        let end = base + self.len * head_dim;
+        (&self.keys[base..end], &self.values[base..end])
+    }
 }
 
 /// `queries` is [batch, heads, head_dim] (one new token per sequence, after rotary embedding);
@@ -34,12 +53,12 @@ pub fn decode_attention(
         kv_heads > 0 && heads.is_multiple_of(kv_heads),
         "heads must be a multiple of kv_heads"
     );
-    for cache in caches {
-        let needed = kv_heads * cache.capacity * head_dim;
+    for segment in caches.iter().flat_map(|c| c.shared.iter().chain([&c.own])) {
+        let needed = kv_heads * segment.capacity * head_dim;
         assert!(
-            cache.len <= cache.capacity
-                && cache.keys.len() >= needed
-                && cache.values.len() >= needed,
+            segment.len <= segment.capacity
+                && segment.keys.len() >= needed
+                && segment.values.len() >= needed,
             "cache smaller than [kv_heads, capacity, head_dim]"
         );
     }
@@ -53,46 +72,51 @@ pub fn decode_attention(
         .enumerate()
         .for_each(|(task, (out, group_queries))| {
             let cache = &caches[task / kv_heads];
-            let base = (task % kv_heads) * cache.capacity * head_dim;
-            let keys = &cache.keys[base..base + cache.len * head_dim];
-            let values = &cache.values[base..base + cache.len * head_dim];
-            attend(group_queries, keys, values, head_dim, scale, out);
+            let group = task % kv_heads;
+            let own = cache.own.group(group, head_dim);
+            match cache.shared {
+                Some(shared) => {
+                    let segments = [shared.group(group, head_dim), own];
+                    attend(group_queries, &segments, head_dim, scale, out);
+                }
+                None => attend(group_queries, &[own], head_dim, scale, out),
+            }
         });
     out
 }
 
-/// The query heads `queries` ([repeat, head_dim]) of one kv head over its keys and values
-/// ([len, head_dim] each), into `out` ([repeat, head_dim], zeroed).
-fn attend(
-    queries: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    head_dim: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
+/// Keys and values ([len, head_dim] each) of one stretch of positions.
+type KeysValues<'a> = (&'a [f32], &'a [f32]);
+
+/// The query heads `queries` ([repeat, head_dim]) of one kv head over the keys and values of
+/// `segments`, in order, into `out` ([repeat, head_dim], zeroed).
+fn attend(queries: &[f32], segments: &[KeysValues], head_dim: usize, scale: f32, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        unsafe { attend_avx2(queries, keys, values, head_dim, scale, out) };
+        unsafe { attend_avx2(queries, segments, head_dim, scale, out) };
         return;
     }
-    attend_body(queries, keys, values, head_dim, scale, out);
+    attend_with(queries, segments, head_dim, out, |query, keys, scores| {
+        for (score, key) in scores.iter_mut().zip(keys.chunks_exact(head_dim)) {
+            *score = dot(query, key) * scale;
+        }
+    });
 }
 
-/// [`attend_body`] with the scores of four keys at a time from AVX2 + FMA (four independent
-/// sums, one shared reduction), the rest of the body vectorised 8 floats wide.
+/// [`attend_with`] with the scores of four keys at a time from AVX2 + FMA (four independent
+/// sums, one shared reduction; a key left over takes the same sums alone, so a key's score
+/// does not depend on where its block starts), the rest vectorised 8 floats wide.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn attend_avx2(
     queries: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    segments: &[KeysValues],
     head_dim: usize,
     scale: f32,
     out: &mut [f32],
 ) {
-    let scores = |query: &[f32], scores: &mut [f32]| {
+    let scores = |query: &[f32], keys: &[f32], scores: &mut [f32]| {
         let mut blocks = keys.chunks_exact(4 * head_dim);
         let mut t = 0;
         for block in &mut blocks {
@@ -104,11 +128,12 @@ unsafe fn attend_avx2(
             }
         }
         for key in blocks.remainder().chunks_exact(head_dim) {
-            scores[t] = dot(query, key) * scale;
+            // SAFETY: as above.
+            scores[t] = unsafe { dot1_avx2(query, key) } * scale;
             t += 1;
         }
     };
-    attend_with(queries, keys, values, head_dim, out, scores);
+    attend_with(queries, segments, head_dim, out, scores);
 }
 
 /// Dot products of `query` with the four rows of `keys` ([4, query.len()]).
@@ -130,6 +155,7 @@ unsafe fn dot4_avx2(query: &[f32], keys: &[f32]) -> [f32; 4] {
         }
         i += 8;
     }
+    // Lanes summed pairwise: ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)) per key.
     let pairs = _mm256_hadd_ps(
         _mm256_hadd_ps(acc[0], acc[1]),
         _mm256_hadd_ps(acc[2], acc[3]),
@@ -149,50 +175,75 @@ unsafe fn dot4_avx2(query: &[f32], keys: &[f32]) -> [f32; 4] {
     four
 }
 
-fn attend_body(
-    queries: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    head_dim: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
-    attend_with(queries, keys, values, head_dim, out, |query, scores| {
-        for (score, key) in scores.iter_mut().zip(keys.chunks_exact(head_dim)) {
-            *score = dot(query, key) * scale;
-        }
-    });
+/// The dot product of one key in [`dot4_avx2`]'s order, bit for bit.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot1_avx2(query: &[f32], key: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let d = query.len();
+    assert_eq!(key.len(), d, "a key of the query's width");
+    let whole = d / 8 * 8;
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i < whole {
+        // SAFETY: i + 8 ≤ whole ≤ d.
+        let (qv, kv) = unsafe {
+            (
+                _mm256_loadu_ps(query.as_ptr().add(i)),
+                _mm256_loadu_ps(key.as_ptr().add(i)),
+            )
+        };
+        acc = _mm256_fmadd_ps(qv, kv, acc);
+        i += 8;
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` holds eight floats.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+    let mut total = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
+        + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+    for t in whole..d {
+        total += query[t] * key[t];
+    }
+    total
 }
 
-/// Softmax-weighted sum of `values` for each query head, given `fill_scores(query, scores)`
-/// that writes the scaled scores of one query head against every key.
+/// Softmax-weighted sum of the values for each query head, given `fill_scores(query, keys,
+/// scores)` that writes the scaled scores of one query head against the keys of a segment.
 #[inline(always)]
 fn attend_with(
     queries: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    segments: &[KeysValues],
     head_dim: usize,
     out: &mut [f32],
-    fill_scores: impl Fn(&[f32], &mut [f32]),
+    fill_scores: impl Fn(&[f32], &[f32], &mut [f32]),
 ) {
-    let len = keys.len() / head_dim;
+    let len: usize = segments.iter().map(|(keys, _)| keys.len() / head_dim).sum();
     if len == 0 {
         return;
     }
-    // scores[h * len + t]: query head h against key t, then its softmax weight.
+    // scores[h * len + t]: query head h against key t (over the segments in order), then its
+    // softmax weight.
     let mut scores = vec![0f32; queries.len() / head_dim * len];
     for (query, row) in queries
         .chunks_exact(head_dim)
         .zip(scores.chunks_exact_mut(len))
     {
-        fill_scores(query, row);
+        let mut at = 0;
+        for (keys, _) in segments {
+            let count = keys.len() / head_dim;
+            fill_scores(query, keys, &mut row[at..at + count]);
+            at += count;
+        }
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let total = crate::vector_math::exp_in_place(row, max);
         for weight in row.iter_mut() {
             *weight /= total;
         }
     }
-    for (t, value) in values.chunks_exact(head_dim).enumerate() {
+    let values = segments
+        .iter()
+        .flat_map(|(_, values)| values.chunks_exact(head_dim));
+    for (t, value) in values.enumerate() {
         for (h, out) in out.chunks_exact_mut(head_dim).enumerate() {
             let weight = scores[h * len + t];
             for (o, v) in out.iter_mut().zip(value) {
@@ -271,10 +322,13 @@ mod tests {
             .iter()
             .zip(lens)
             .map(|((k, v), len)| CacheView {
-                keys: k,
-                values: v,
-                capacity,
-                len,
+                shared: None,
+                own: Segment {
+                    keys: k,
+                    values: v,
+                    capacity,
+                    len,
+                },
             })
             .collect();
         let queries = values(lens.len() * heads * hd, 3);
@@ -282,13 +336,13 @@ mod tests {
         for (s, cache) in caches.iter().enumerate() {
             for h in 0..heads {
                 let g = h / (heads / kv_heads);
-                let range = g * capacity * hd..(g * capacity + cache.len) * hd;
+                let range = g * capacity * hd..(g * capacity + cache.own.len) * hd;
                 let q = &queries[(s * heads + h) * hd..(s * heads + h + 1) * hd];
                 let expected = reference(
                     q,
-                    &cache.keys[range.clone()],
-                    &cache.values[range],
-                    cache.len,
+                    &cache.own.keys[range.clone()],
+                    &cache.own.values[range],
+                    cache.own.len,
                     hd,
                 );
                 let got = &out[(s * heads + h) * hd..(s * heads + h + 1) * hd];
@@ -300,16 +354,77 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_segment_then_an_own_one_equal_one_buffer_bit_for_bit() {
+        // 2 kv heads × 3 query heads each, head_dim 12 (a tail after the 8-wide steps);
+        // 9 shared + 6 own positions: the 4-key blocks start at different keys in the two
+        // layouts.
+        let (heads, kv_heads, hd) = (6, 2, 12);
+        let (shared_len, own_len) = (9, 6);
+        let all = shared_len + own_len;
+        let keys = values(kv_heads * all * hd, 31);
+        let vals = values(kv_heads * all * hd, 32);
+        // The same positions split in two buffers (capacity larger than the filled length).
+        let split = |from: usize, count: usize, capacity: usize, data: &[f32]| {
+            let mut out = vec![f32::NAN; kv_heads * capacity * hd];
+            for g in 0..kv_heads {
+                let src = (g * all + from) * hd;
+                out[g * capacity * hd..(g * capacity + count) * hd]
+                    .copy_from_slice(&data[src..src + count * hd]);
+            }
+            out
+        };
+        let (shared_k, shared_v) = (
+            split(0, shared_len, 11, &keys),
+            split(0, shared_len, 11, &vals),
+        );
+        let (own_k, own_v) = (
+            split(shared_len, own_len, 8, &keys),
+            split(shared_len, own_len, 8, &vals),
+        );
+        let queries = values(heads * hd, 33);
+        let flat = CacheView {
+            shared: None,
+            own: Segment {
+                keys: &keys,
+                values: &vals,
+                capacity: all,
+                len: all,
+            },
+        };
+        let segmented = CacheView {
+            shared: Some(Segment {
+                keys: &shared_k,
+                values: &shared_v,
+                capacity: 11,
+                len: shared_len,
+            }),
+            own: Segment {
+                keys: &own_k,
+                values: &own_v,
+                capacity: 8,
+                len: own_len,
+            },
+        };
+        let a = decode_attention(&queries, &[flat], heads, kv_heads, hd);
+        let b = decode_attention(&queries, &[segmented], heads, kv_heads, hd);
+        assert_eq!(a, b);
+        assert!(a.iter().all(|x| x.is_finite()));
+    }
+
+    #[test]
     fn positions_beyond_the_filled_length_are_ignored() {
         let (hd, capacity) = (8, 4);
         let mut keys = values(capacity * hd, 1);
         let mut vals = values(capacity * hd, 2);
         let query = values(hd, 3);
         let cache = CacheView {
-            keys: &keys,
-            values: &vals,
-            capacity,
-            len: 2,
+            shared: None,
+            own: Segment {
+                keys: &keys,
+                values: &vals,
+                capacity,
+                len: 2,
+            },
         };
         let before = decode_attention(&query, &[cache], 1, 1, hd);
         for x in &mut keys[2 * hd..] {
@@ -319,10 +434,13 @@ mod tests {
             *x = f32::NAN;
         }
         let cache = CacheView {
-            keys: &keys,
-            values: &vals,
-            capacity,
-            len: 2,
+            shared: None,
+            own: Segment {
+                keys: &keys,
+                values: &vals,
+                capacity,
+                len: 2,
+            },
         };
         assert_eq!(decode_attention(&query, &[cache], 1, 1, hd), before);
     }
@@ -332,10 +450,13 @@ mod tests {
     fn a_cache_too_small_for_its_shape_is_refused() {
         let keys = [0f32; 8];
         let cache = CacheView {
-            keys: &keys,
-            values: &keys,
-            capacity: 2,
-            len: 1,
+            shared: None,
+            own: Segment {
+                keys: &keys,
+                values: &keys,
+                capacity: 2,
+                len: 1,
+            },
         };
         decode_attention(&[0f32; 8], &[cache], 1, 1, 8);
     }

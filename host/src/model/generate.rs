@@ -1,6 +1,7 @@
 //! The generation engine of rollouts: a batch of sequences sampled together.
 //!
-//! - Samples of one prompt share its prefill (computed once, the cache is forked).
+//! - Samples of one prompt share its prefill (computed once; its cache is shared read-only by
+//!   the samples, each of which keeps only its own positions).
 //! - Every sequence has its own seeded random generator, so a run is reproducible and a
 //!   sequence's tokens do not depend on what else is in the batch.
 //! - A turn ends at a stop sequence (matched on the decoded text of the turn), an EOS id or
@@ -151,12 +152,8 @@ impl<'m> Engine<'m> {
         let logits = self.policy.forward_step(prompt, &mut cache)?;
         let last = logits.get(prompt.len() - 1)?;
         let mut indices = Vec::with_capacity(copies);
-        for copy in 0..copies {
-            let cache = if copy + 1 == copies {
-                std::mem::take(&mut cache)
-            } else {
-                cache.fork()?
-            };
+        // The samples share the prompt's cache (read-only) and keep their own positions.
+        for (copy, cache) in cache.branch(copies)?.into_iter().enumerate() {
             indices.push(self.sequences.len());
             self.sequences.push(Sequence {
                 tokens: prompt.to_vec(),

@@ -20,6 +20,10 @@ use candle_nn::VarMap;
 use std::collections::HashMap;
 
 mod cpu_decode;
+mod kv_cache;
+
+pub use kv_cache::KvCache;
+use kv_cache::LayerCache;
 
 /// Added to attention scores of masked keys. Finite, so that fully masked rows (padding
 /// queries) stay finite in the forward and the backward.
@@ -56,109 +60,6 @@ pub struct Policy {
     sin: Tensor,
     device: Device,
     dtype: DType,
-}
-
-/// Key/value cache of one sequence on the generation path: per layer a preallocated buffer
-/// [1, kv_heads, capacity, head_dim] filled up to `len`, grown by doubling. Buffers are never
-/// shared between sequences (writes are in place), so use [`KvCache::fork`] to copy one.
-#[derive(Default)]
-pub struct KvCache {
-    layers: Vec<LayerCache>,
-}
-
-struct LayerCache {
-    k: Tensor,
-    v: Tensor,
-    len: usize,
-}
-
-impl LayerCache {
-    fn new(k: &Tensor, v: &Tensor) -> Result<LayerCache> {
-        let len = k.dim(2)?;
-        let capacity = (len * 2).max(64);
-        let mut cache = LayerCache {
-            k: Tensor::zeros(grown(k.dims(), capacity), k.dtype(), k.device())?,
-            v: Tensor::zeros(grown(v.dims(), capacity), v.dtype(), v.device())?,
-            len: 0,
-        };
-        cache.append(k, v)?;
-        Ok(cache)
-    }
-
-    fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<()> {
-        let new = k.dim(2)?;
-        self.reserve(new)?;
-        self.k.slice_set(&k.contiguous()?, 2, self.len)?;
-        self.v.slice_set(&v.contiguous()?, 2, self.len)?;
-        self.len += new;
-        Ok(())
-    }
-
-    /// Grows the buffers (doubling) so that `new` more positions fit.
-    fn reserve(&mut self, new: usize) -> Result<()> {
-        let capacity = self.k.dim(2)?;
-        if self.len + new > capacity {
-            let bigger = ((self.len + new) * 2).max(capacity * 2);
-            let (k_old, v_old) = (self.k.clone(), self.v.clone());
-            self.k = Tensor::zeros(grown(k_old.dims(), bigger), k_old.dtype(), k_old.device())?;
-            self.v = Tensor::zeros(grown(v_old.dims(), bigger), v_old.dtype(), v_old.device())?;
-            self.k
-                .slice_set(&k_old.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
-            self.v
-                .slice_set(&v_old.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
-        }
-        Ok(())
-    }
-
-    fn current(&self) -> Result<(Tensor, Tensor)> {
-        Ok((
-            self.k.narrow(2, 0, self.len)?,
-            self.v.narrow(2, 0, self.len)?,
-        ))
-    }
-
-    fn fork(&self) -> Result<LayerCache> {
-        let (k, v) = self.current()?;
-        LayerCache::new(&k.contiguous()?, &v.contiguous()?)
-    }
-}
-
-fn grown(dims: &[usize], capacity: usize) -> Vec<usize> {
-    let mut dims = dims.to_vec();
-    dims[2] = capacity;
-    dims
-}
-
-impl KvCache {
-    /// Tokens already in the cache.
-    pub fn len(&self) -> usize {
-        self.layers.first().map_or(0, |l| l.len)
-    }
-
-    /// Whether nothing is cached yet.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// An independent copy (for samples that share a prompt's prefill).
-    pub fn fork(&self) -> Result<KvCache> {
-        Ok(KvCache {
-            layers: self
-                .layers
-                .iter()
-                .map(LayerCache::fork)
-                .collect::<Result<_>>()?,
-        })
-    }
-
-    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        if layer == self.layers.len() {
-            self.layers.push(LayerCache::new(k, v)?);
-        } else {
-            self.layers[layer].append(k, v)?;
-        }
-        self.layers[layer].current()
-    }
 }
 
 /// The HF tensor names of a model's parameters, with their shapes.
@@ -518,7 +419,7 @@ impl Policy {
                 None => {
                     let mut rows = Vec::with_capacity(batch);
                     for (row, cache) in caches.iter().enumerate() {
-                        let (k_all, v_all) = cache.layers[index].current()?;
+                        let (k_all, v_all) = cache.layer_kv(index)?;
                         rows.push(self.grouped_attention(
                             &q.narrow(0, row, 1)?,
                             &k_all,
@@ -670,9 +571,10 @@ fn batched_decode_attention(
     }
     let mut kv_heads = 0;
     for cache in caches {
-        let layer = &cache.layers[layer];
-        let (_, kv, _, cached_dim) = layer.k.dims4()?;
-        if cached_dim != head_dim || !cpu_decode::plain(layer) {
+        let shared_plain = cache.shared_layer(layer).is_none_or(cpu_decode::plain);
+        let own = &cache.layers[layer];
+        let (_, kv, _, cached_dim) = own.k.dims4()?;
+        if cached_dim != head_dim || !cpu_decode::plain(own) || !shared_plain {
             return Ok(None);
         }
         kv_heads = kv;

@@ -11,7 +11,7 @@
 //! on what else is in the batch.
 
 use super::{KvCache, Layer, LayerCache, Policy};
-use crate::model::decode_attention::{CacheView, decode_attention};
+use crate::model::decode_attention::{CacheView, Segment, decode_attention};
 use crate::model::skinny;
 use anyhow::{Context, Result, bail};
 use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Storage, Tensor};
@@ -101,9 +101,7 @@ impl Policy {
         if !self.device.is_cpu()
             || self.dtype != DType::F32
             || batch > super::DECODE_ROWS
-            || caches
-                .iter()
-                .any(|c| c.layers.len() != self.layers.len() || !c.layers.iter().all(plain))
+            || !caches.iter().all(|c| self.takes_plain(c))
         {
             return Ok(None);
         }
@@ -221,8 +219,50 @@ pub(super) fn plain(layer: &LayerCache) -> bool {
     Data::of(&layer.k).is_some() && Data::of(&layer.v).is_some()
 }
 
+impl Policy {
+    /// Whether the plain-rows step can take `cache`: buffers for every layer, all of them
+    /// (shared ones too) contiguous f32 on the CPU.
+    fn takes_plain(&self, cache: &KvCache) -> bool {
+        cache.layers.len() == self.layers.len()
+            && cache.layers.iter().all(plain)
+            && (0..self.layers.len()).all(|l| cache.shared_layer(l).is_none_or(plain))
+    }
+}
+
+/// A layer's buffers, held: keys, values, capacity, filled length.
+struct HeldLayer<'a> {
+    keys: Data<'a>,
+    values: Data<'a>,
+    capacity: usize,
+    len: usize,
+}
+
+impl<'a> HeldLayer<'a> {
+    fn of(layer: &'a LayerCache) -> Result<HeldLayer<'a>> {
+        match (Data::of(&layer.k), Data::of(&layer.v)) {
+            (Some(keys), Some(values)) => Ok(HeldLayer {
+                keys,
+                values,
+                capacity: layer.k.dim(2)?,
+                len: layer.len,
+            }),
+            _ => bail!("the KV cache does not hold contiguous f32 CPU buffers"),
+        }
+    }
+
+    fn segment(&self) -> Result<Segment<'_>> {
+        Ok(Segment {
+            keys: self.keys.slice()?,
+            values: self.values.slice()?,
+            capacity: self.capacity,
+            len: self.len,
+        })
+    }
+}
+
 /// Attention of one new query per sequence (`queries` [batch, heads, head_dim], rotated) over
-/// layer `layer` of its cache (the new keys already written); [batch, heads · head_dim].
+/// layer `layer` of its cache (shared positions, then its own, the new keys already written);
+/// [batch, heads · head_dim].
 pub(super) fn attend_caches(
     layer: usize,
     queries: &[f32],
@@ -231,25 +271,23 @@ pub(super) fn attend_caches(
     kv_heads: usize,
     head_dim: usize,
 ) -> Result<Vec<f32>> {
-    let held: Vec<(Data, Data, usize, usize)> = caches
+    let held = caches
         .iter()
         .map(|cache| {
-            let layer = &cache.layers[layer];
-            let capacity = layer.k.dim(2)?;
-            match (Data::of(&layer.k), Data::of(&layer.v)) {
-                (Some(keys), Some(values)) => Ok((keys, values, capacity, layer.len)),
-                _ => bail!("the KV cache does not hold contiguous f32 CPU buffers"),
-            }
+            let shared = cache.shared_layer(layer).map(HeldLayer::of).transpose()?;
+            let own = cache
+                .layers
+                .get(layer)
+                .with_context(|| format!("the KV cache has no layer {layer}"))?;
+            Ok((shared, HeldLayer::of(own)?))
         })
-        .collect::<Result<_>>()?;
+        .collect::<Result<Vec<_>>>()?;
     let views = held
         .iter()
-        .map(|(keys, values, capacity, len)| {
+        .map(|(shared, own)| {
             Ok(CacheView {
-                keys: keys.slice()?,
-                values: values.slice()?,
-                capacity: *capacity,
-                len: *len,
+                shared: shared.as_ref().map(HeldLayer::segment).transpose()?,
+                own: own.segment()?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -409,6 +447,55 @@ mod tests {
                 assert_eq!(a.len(), b.len());
                 assert!(a.len() > 64);
             }
+        }
+    }
+
+    #[test]
+    fn samples_sharing_a_prompt_decode_as_if_each_had_a_copy() {
+        for arch in [Architecture::Qwen2, Architecture::Llama] {
+            let dir = tempfile::tempdir().unwrap();
+            init_tiny(arch, TINY, 5, None, dir.path()).unwrap();
+            let model = load_model(dir.path(), DType::F32, &Device::Cpu).unwrap();
+            let policy = &model.policy;
+            let mut prompt = KvCache::default();
+            let prompt_ids: Vec<u32> = (1..30).collect();
+            policy.forward_step(&prompt_ids, &mut prompt).unwrap();
+            let mut copies: Vec<KvCache> = (0..3).map(|_| prompt.fork().unwrap()).collect();
+            let mut shared = prompt.fork().unwrap().branch(3).unwrap();
+            let mut composed = prompt.branch(3).unwrap();
+            assert_eq!(shared[0].shared_len(), 29);
+            let mut tokens = vec![4u32, 8, 15];
+            // Past 64 own positions, so the branches' buffers grow too.
+            for step in 0..70 {
+                let mut a: Vec<&mut KvCache> = copies.iter_mut().collect();
+                let flat = policy
+                    .decode_rows(&tokens, &mut a)
+                    .unwrap()
+                    .expect("CPU f32");
+                let mut b: Vec<&mut KvCache> = shared.iter_mut().collect();
+                let branched = policy
+                    .decode_rows(&tokens, &mut b)
+                    .unwrap()
+                    .expect("CPU f32");
+                let flat_values = flat.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let branched_values = branched.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert_eq!(flat_values, branched_values, "{arch:?} step {step}");
+                let mut c: Vec<&mut KvCache> = composed.iter_mut().collect();
+                let reference = policy.decode_composed(&tokens, &mut c).unwrap();
+                let diff = max_abs_diff(&branched, &reference);
+                assert!(
+                    diff <= 1e-5,
+                    "{arch:?} step {step}: tensor ops differ by {diff}"
+                );
+                tokens = flat.argmax(1).unwrap().to_vec1::<u32>().unwrap();
+            }
+            assert_eq!((shared[2].len(), shared[2].shared_len()), (99, 29));
+            // An observation appended to one sample (the prefill path) sees the shared prompt.
+            let observation = [7u32, 7, 9];
+            let through_copy = policy.forward_step(&observation, &mut copies[1]).unwrap();
+            let through_share = policy.forward_step(&observation, &mut shared[1]).unwrap();
+            let diff = max_abs_diff(&through_copy, &through_share);
+            assert!(diff <= 1e-6, "{arch:?}: appends differ by {diff}");
         }
     }
 
