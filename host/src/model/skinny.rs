@@ -45,16 +45,33 @@ pub fn matmul_transposed_many(x: &[f32], m: usize, weights: &[&[f32]], k: usize)
         let xs = &x[start * k..(start + rows) * k];
         // A task is a run of weight rows and, for each input row of this group, the stretch of
         // its output row that those weight rows fill.
-        let mut tasks: Vec<(&[f32], Stretches)> = Vec::new();
+        let mut tasks: Vec<(Run, Stretches)> = Vec::new();
         for (w, y) in weights.iter().zip(products.iter_mut()) {
             let outputs = task_outputs(y, start, rows, w.len() / k);
-            tasks.extend(w.chunks(ROWS_PER_TASK * k).zip(outputs));
+            tasks.extend(runs(w, k).zip(outputs));
         }
         tasks
             .into_par_iter()
-            .for_each(|(w, mut outs)| block(xs, rows, w, k, &mut outs));
+            .for_each(|(run, mut outs)| block(xs, rows, run, k, &mut outs));
     }
     products
+}
+
+/// A task's weight rows, and the weights from its first row to the end of the matrix: the
+/// kernels prefetch ahead along the matrix, past the task's last row (rayon hands a thread
+/// neighbouring tasks), never past the matrix.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    weights: &'a [f32],
+    stream: &'a [f32],
+}
+
+/// The runs of [`ROWS_PER_TASK`] weight rows of `w` ([n, k]).
+fn runs(w: &[f32], k: usize) -> impl Iterator<Item = Run<'_>> {
+    (0..w.len()).step_by(ROWS_PER_TASK * k).map(move |at| Run {
+        weights: &w[at..(at + ROWS_PER_TASK * k).min(w.len())],
+        stream: &w[at..],
+    })
 }
 
 /// One output stretch per input row of a task: the part of the row its weight rows fill.
@@ -100,13 +117,12 @@ pub fn matmul_swiglu(x: &[f32], m: usize, gate: &[f32], up: &[f32], k: usize) ->
     for start in (0..m).step_by(MAX_ROWS) {
         let rows = (m - start).min(MAX_ROWS);
         let xs = &x[start * k..(start + rows) * k];
-        let tasks: Vec<_> = gate
-            .chunks(ROWS_PER_TASK * k)
-            .zip(up.chunks(ROWS_PER_TASK * k))
+        let tasks: Vec<_> = runs(gate, k)
+            .zip(runs(up, k))
             .zip(task_outputs(&mut y, start, rows, n))
             .collect();
         tasks.into_par_iter().for_each(|((g, u), outs)| {
-            let count = g.len() / k;
+            let count = g.weights.len() / k;
             let mut gated = vec![0f32; rows * count];
             let mut upped = vec![0f32; rows * count];
             block(
@@ -199,15 +215,15 @@ impl Kernel {
     }
 }
 
-/// out[r][j] = dot(x[r], w[j]) for every input row r and weight row j of `w`.
-fn block(x: &[f32], rows: usize, w: &[f32], k: usize, out: &mut [&mut [f32]]) {
+/// out[r][j] = dot(x[r], w[j]) for every input row r and weight row j of the run.
+fn block(x: &[f32], rows: usize, run: Run, k: usize, out: &mut [&mut [f32]]) {
     // One row runs faster through the AVX2 kernel here (its sums are the AVX-512 kernel's,
     // bit for bit, so a sequence's logits still do not depend on the batch).
     let kernel = match Kernel::best() {
         Kernel::Avx512 if rows == 1 => Kernel::Avx2,
         best => best,
     };
-    block_with(kernel, tile_for(rows * k * 4), x, rows, w, k, out);
+    block_with(kernel, tile_for(rows * k * 4), x, rows, run, k, out);
 }
 
 /// [`block`] with a chosen kernel (which the caller has checked the CPU supports) and weight
@@ -217,10 +233,11 @@ fn block_with(
     tile: usize,
     x: &[f32],
     rows: usize,
-    w: &[f32],
+    run: Run,
     k: usize,
     out: &mut [&mut [f32]],
 ) {
+    let (w, stream) = (run.weights, run.stream);
     // The vector kernels read x and w without bounds checks: hold the shapes they rely on.
     assert!(
         (1..=MAX_ROWS).contains(&rows),
@@ -232,6 +249,8 @@ fn block_with(
             && w.len() == n * k
             && out.len() == rows
             && out.iter().all(|row| row.len() == n)
+            && stream.as_ptr() == w.as_ptr()
+            && stream.len() >= w.len()
     );
     let prefetch = rows > 1;
     #[cfg(target_arch = "x86_64")]
@@ -239,24 +258,24 @@ fn block_with(
         // SAFETY: `Kernel::best` (or a test) checked that the CPU supports AVX-512F.
         Kernel::Avx512 => unsafe {
             match rows {
-                1 => avx512::block::<1>(x, w, k, out, tile, prefetch),
-                2 => avx512::block::<2>(x, w, k, out, tile, prefetch),
-                3 => avx512::block::<3>(x, w, k, out, tile, prefetch),
-                4 => avx512::block::<4>(x, w, k, out, tile, prefetch),
-                5 => avx512::block::<5>(x, w, k, out, tile, prefetch),
-                6 => avx512::block::<6>(x, w, k, out, tile, prefetch),
+                1 => avx512::block::<1>(x, w, stream, k, out, tile, prefetch),
+                2 => avx512::block::<2>(x, w, stream, k, out, tile, prefetch),
+                3 => avx512::block::<3>(x, w, stream, k, out, tile, prefetch),
+                4 => avx512::block::<4>(x, w, stream, k, out, tile, prefetch),
+                5 => avx512::block::<5>(x, w, stream, k, out, tile, prefetch),
+                6 => avx512::block::<6>(x, w, stream, k, out, tile, prefetch),
                 _ => unreachable!("rows checked above"),
             }
         },
         // SAFETY: `Kernel::best` (or a test) checked that the CPU supports AVX2 and FMA.
         Kernel::Avx2 => unsafe {
             match rows {
-                1 => avx::block::<1>(x, w, k, out, prefetch),
-                2 => avx::block::<2>(x, w, k, out, prefetch),
-                3 => avx::block::<3>(x, w, k, out, prefetch),
-                4 => avx::block::<4>(x, w, k, out, prefetch),
-                5 => avx::block::<5>(x, w, k, out, prefetch),
-                6 => avx::block::<6>(x, w, k, out, prefetch),
+                1 => avx::block::<1>(x, w, stream, k, out, prefetch),
+                2 => avx::block::<2>(x, w, stream, k, out, prefetch),
+                3 => avx::block::<3>(x, w, stream, k, out, prefetch),
+                4 => avx::block::<4>(x, w, stream, k, out, prefetch),
+                5 => avx::block::<5>(x, w, stream, k, out, prefetch),
+                6 => avx::block::<6>(x, w, stream, k, out, prefetch),
                 _ => unreachable!("rows checked above"),
             }
         },
@@ -284,7 +303,7 @@ fn block_plain(x: &[f32], rows: usize, w: &[f32], k: usize, out: &mut [&mut [f32
 fn prefetch_l2(at: *const f32, ahead: usize, end: *const f32) {
     let target = at.wrapping_add(ahead);
     if target < end {
-        // SAFETY: a prefetch never faults, and `target` lies inside the weight slice.
+        // SAFETY: a prefetch never faults, and `target` lies inside the weight matrix.
         unsafe {
             std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(target.cast())
         };
@@ -305,24 +324,27 @@ mod avx512 {
     pub unsafe fn block<const M: usize>(
         x: &[f32],
         w: &[f32],
+        stream: &[f32],
         k: usize,
         out: &mut [&mut [f32]],
         tile: usize,
         prefetch: bool,
     ) {
         let n = w.len() / k;
+        // Prefetches stop at the end of the matrix.
+        let end = prefetch.then_some(stream.as_ptr_range().end);
         let mut j = 0;
         // SAFETY (each call): rows j..j + 4 (then j) lie inside `w`; `out` holds a value per
         // weight row for each of the M input rows.
         if tile == 4 {
             while j + 4 <= n {
-                unsafe { rows::<M, 4>(x, w, j, k, out, prefetch) };
+                unsafe { rows::<M, 4>(x, w, j, k, out, end) };
                 j += 4;
             }
         }
         while j < n {
             // SAFETY: as above, for one row.
-            unsafe { rows::<M, 1>(x, w, j, k, out, prefetch) };
+            unsafe { rows::<M, 1>(x, w, j, k, out, end) };
             j += 1;
         }
     }
@@ -351,20 +373,19 @@ mod avx512 {
         first: usize,
         k: usize,
         out: &mut [&mut [f32]],
-        prefetch: bool,
+        prefetch_until: Option<*const f32>,
     ) {
         let whole = k / 16;
         let xp = x.as_ptr();
         // SAFETY (all loads below): `first + J ≤ n` rows of k floats in `w`, `M` rows of k
         // floats in `x`; the vector loads stay below `whole * 16 ≤ k`.
         let wp = unsafe { w.as_ptr().add(first * k) };
-        let end = w.as_ptr_range().end;
         let mut acc = [[_mm512_setzero_ps(); J]; M];
         for c in 0..whole {
             let mut wv = [_mm512_setzero_ps(); J];
             for (jj, v) in wv.iter_mut().enumerate() {
                 let at = unsafe { wp.add(jj * k + c * 16) };
-                if prefetch {
+                if let Some(end) = prefetch_until {
                     prefetch_l2(at, PREFETCH_AHEAD, end);
                 }
                 *v = unsafe { _mm512_loadu_ps(at) };
@@ -416,6 +437,7 @@ mod avx {
     pub unsafe fn block<const M: usize>(
         x: &[f32],
         w: &[f32],
+        stream: &[f32],
         k: usize,
         out: &mut [&mut [f32]],
         prefetch: bool,
@@ -423,7 +445,8 @@ mod avx {
         let step = 8 * U;
         let whole = k / step * step;
         let xp = x.as_ptr();
-        let end = w.as_ptr_range().end;
+        // Prefetches stop at the end of the matrix.
+        let end = stream.as_ptr_range().end;
         for (j, weights) in w.chunks_exact(k).enumerate() {
             let wp = weights.as_ptr();
             let mut acc = [[_mm256_setzero_ps(); U]; M];
@@ -513,7 +536,10 @@ mod tests {
                 tile,
                 &x[start * k..(start + rows) * k],
                 rows,
-                w,
+                Run {
+                    weights: w,
+                    stream: w,
+                },
                 k,
                 &mut out,
             );
@@ -598,7 +624,11 @@ mod tests {
         let mut plain = vec![0f32; n * m];
         block_plain(&x, m, &w, k, &mut plain.chunks_mut(n).collect::<Vec<_>>());
         let mut vector = vec![0f32; n * m];
-        block(&x, m, &w, k, &mut vector.chunks_mut(n).collect::<Vec<_>>());
+        let run = Run {
+            weights: &w,
+            stream: &w,
+        };
+        block(&x, m, run, k, &mut vector.chunks_mut(n).collect::<Vec<_>>());
         for (a, b) in plain.iter().zip(&vector) {
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()));
         }
@@ -649,6 +679,23 @@ mod tests {
         for ((w, &n), product) in weights.iter().zip(&shapes).zip(&together) {
             assert_eq!(product, &matmul_transposed(&x, m, w, n, k));
         }
+    }
+
+    #[test]
+    fn runs_cover_the_matrix_and_stream_to_its_end() {
+        let k = 3;
+        let w = values((2 * ROWS_PER_TASK + 2) * k, 1);
+        let runs: Vec<Run> = runs(&w, k).collect();
+        assert_eq!(
+            runs.iter().map(|r| r.weights.len() / k).collect::<Vec<_>>(),
+            vec![ROWS_PER_TASK, ROWS_PER_TASK, 2]
+        );
+        for (i, run) in runs.iter().enumerate() {
+            let at = i * ROWS_PER_TASK * k;
+            assert_eq!(run.weights.as_ptr(), w[at..].as_ptr());
+            assert_eq!(run.stream.len(), w.len() - at);
+        }
+        assert_eq!(super::runs(&[], k).count(), 0);
     }
 
     #[test]
