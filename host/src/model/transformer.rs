@@ -626,10 +626,12 @@ fn linears(x: &Tensor, weights: &[&Tensor], path: Path) -> Result<Vec<Tensor>> {
 
 /// Rows up to which the generation path uses the decode kernel. Measured on the output
 /// projection with 2 threads (`cargo bench --bench model_speed -- --model DIR --kernel`): the
-/// kernel beat candle's matmul by 25–40 % up to 12 rows, tied at 16 and lost at 24, so 12 keeps
-/// every row count where it clearly wins. Larger batches (and longer prefills) take candle's
-/// matmul, whose sums may differ from the kernel's in the last bits.
-const DECODE_ROWS: usize = 12;
+/// kernel took 2.9 ms for 1 and 5 rows, 6.6 for 8, 8.6 for 12 and 9.6 for 16 against candle's
+/// matmul's 3.9, 13.0, 16.6, 16.0 and 16.0 ms, and 13.4 against 14.9 ms at 24 rows; 16 keeps
+/// every row count where it clearly wins (a rollout batch of 4 prompts × 4 samples). Larger
+/// batches (and longer prefills) take candle's matmul, whose sums may differ from the
+/// kernel's in the last bits.
+const DECODE_ROWS: usize = 16;
 
 fn skinny_linears(x: &Tensor, weights: &[&Tensor]) -> Result<Option<Vec<Tensor>>> {
     let k = x.dim(D::Minus1)?;
