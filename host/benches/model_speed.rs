@@ -30,6 +30,7 @@ fn arg(name: &str) -> Option<String> {
 
 fn main() -> anyhow::Result<()> {
     research_host::memory::keep_freed_memory();
+    research_host::threads::park_idle_candle_workers();
     let model_dir =
         PathBuf::from(arg("--model").ok_or_else(|| anyhow::anyhow!("--model DIR is required"))?);
     let new_tokens: usize = arg("--new-tokens")

@@ -44,6 +44,7 @@ const SEARCH_K: [Option<usize>; 4] = [None, Some(2_000), Some(8_000), Some(20_00
 
 fn main() -> Result<()> {
     research_host::memory::keep_freed_memory();
+    research_host::threads::park_idle_candle_workers();
     let embedder_dir = PathBuf::from(arg("--embedder").context("--embedder DIR")?);
     let corpus = PathBuf::from(arg("--corpus").context("--corpus FILE")?);
     let questions = PathBuf::from(arg("--questions").context("--questions FILE")?);

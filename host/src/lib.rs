@@ -12,4 +12,5 @@ pub mod plugins;
 pub mod report;
 pub mod retrieval;
 pub mod rollout;
+pub mod threads;
 pub mod vector_math;

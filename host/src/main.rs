@@ -10,6 +10,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     research_host::memory::keep_freed_memory();
+    research_host::threads::park_idle_candle_workers();
     let cli = Cli::parse();
     research_host::cli::init_logging(cli.verbose);
     match run(cli) {

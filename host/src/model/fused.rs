@@ -5,7 +5,6 @@
 //!
 //! - [`token_logprob_entropy`]: log-softmax over the vocabulary, the chosen token's log-prob
 //!   and the entropy, for every position (the logits are read twice forward, once backward).
-//! - [`masked_softmax`]: attention probabilities `softmax(scale · scores + bias)`.
 //! - [`rms_norm`]: `x / sqrt(mean(x²) + eps) · w`.
 //! - [`rope`]: the rotary embedding (rotate-half form) of q or k rows.
 //! - [`swiglu`]: the MLP's `silu(gate) · up`.
@@ -16,9 +15,9 @@
 //!   every micro-batch. Here dx = g · w and dw = gᵀ · x go straight into fresh buffers, through
 //!   the same `gemm` kernels as candle's matmul.
 
+use super::matrix::{Operand, product};
 use crate::vector_math;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor};
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 type CandleResult<T> = candle_core::Result<T>;
@@ -29,7 +28,11 @@ pub fn applies(t: &Tensor) -> bool {
 }
 
 /// The contiguous f32 data of a CPU storage.
-fn f32_data<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> CandleResult<&'a [f32]> {
+pub(super) fn f32_data<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    what: &str,
+) -> CandleResult<&'a [f32]> {
     let (start, end) = layout
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg(format!("{what} must be contiguous")))?;
@@ -37,7 +40,10 @@ fn f32_data<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> CandleR
 }
 
 /// Runs `work` on the contiguous f32 data of `t` (copied first if it is not contiguous).
-fn with_f32<R>(t: &Tensor, work: impl FnOnce(&[f32]) -> CandleResult<R>) -> CandleResult<R> {
+pub(super) fn with_f32<R>(
+    t: &Tensor,
+    work: impl FnOnce(&[f32]) -> CandleResult<R>,
+) -> CandleResult<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     let candle_core::Storage::Cpu(cpu) = &*storage else {
@@ -184,65 +190,6 @@ pub fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
 
 struct Linear;
 
-/// A matrix operand of [`product`]: its data and its (row, column) strides in elements.
-struct Operand<'a> {
-    data: &'a [f32],
-    row_stride: usize,
-    column_stride: usize,
-}
-
-/// `a [m, k] · b [k, n]` as a fresh row-major [m, n], on rayon's threads.
-fn product(m: usize, n: usize, k: usize, a: Operand, b: Operand) -> CandleResult<Vec<f32>> {
-    // gemm reads through raw pointers: hold the extents it will touch.
-    let reach = |o: &Operand, rows: usize, columns: usize| {
-        rows == 0
-            || columns == 0
-            || (rows - 1) * o.row_stride + (columns - 1) * o.column_stride < o.data.len()
-    };
-    if !reach(&a, m, k) || !reach(&b, k, n) {
-        candle_core::bail!("linear: operands too short for a [{m}, {k}] · [{k}, {n}] product");
-    }
-    let mut out: Vec<f32> = Vec::with_capacity(m * n);
-    if m == 0 || n == 0 {
-        return Ok(out);
-    }
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
-    // SAFETY: every index gemm reads is inside `a.data` / `b.data` (checked above), and `out`
-    // has room for the m × n row-major result. With read_dst false gemm writes every element
-    // of dst before reading any (alpha 0 on the first depth block; k = 0 writes zeros), so
-    // the buffer is initialised when its length is set.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.data.as_ptr(),
-            a.column_stride as isize,
-            a.row_stride as isize,
-            b.data.as_ptr(),
-            b.column_stride as isize,
-            b.row_stride as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-        out.set_len(m * n);
-    }
-    Ok(out)
-}
-
 impl CustomOp2 for Linear {
     fn name(&self) -> &'static str {
         "linear"
@@ -339,91 +286,6 @@ impl CustomOp2 for Linear {
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), &Device::Cpu)?),
             Some(Tensor::from_vec(dw, (n, k), &Device::Cpu)?),
-        ))
-    }
-}
-
-/// Attention probabilities `softmax(scale · scores + bias)` over the last dimension, for
-/// `scores` [batch, heads, queries, keys] and `bias` [batch, 1, queries, keys] (causal and
-/// padding masks, shared by the heads). Differentiable in `scores`.
-pub fn masked_softmax(scores: &Tensor, bias: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
-    scores
-        .contiguous()?
-        .apply_op2(&bias.contiguous()?, MaskedSoftmax { scale })
-}
-
-struct MaskedSoftmax {
-    scale: f64,
-}
-
-impl CustomOp2 for MaskedSoftmax {
-    fn name(&self) -> &'static str {
-        "masked-softmax"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> CandleResult<(CpuStorage, Shape)> {
-        let (batch, heads, queries, keys) = l1.shape().dims4()?;
-        if l2.shape().dims4()? != (batch, 1, queries, keys) {
-            candle_core::bail!(
-                "attention bias {:?} does not fit scores {:?}",
-                l2.shape(),
-                l1.shape()
-            );
-        }
-        if keys == 0 {
-            candle_core::bail!("attention over no keys");
-        }
-        let scores = f32_data(s1, l1, "scores")?;
-        let bias = f32_data(s2, l2, "bias")?;
-        let scale = self.scale as f32;
-        let mut out = vec![0f32; scores.len()];
-        out.par_chunks_mut(keys)
-            .zip(scores.par_chunks(keys))
-            .enumerate()
-            .for_each(|(row, (out, scores))| {
-                let (b, query) = (row / (heads * queries), row % queries);
-                let bias = &bias[(b * queries + query) * keys..][..keys];
-                for (o, &s) in out.iter_mut().zip(scores) {
-                    *o = s * scale;
-                }
-                vector_math::softmax_with_bias_in_place(out, bias);
-            });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        _scores: &Tensor,
-        _bias: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> CandleResult<(Option<Tensor>, Option<Tensor>)> {
-        // d scores = scale · p · (g − Σ g p), row by row.
-        let keys = res.dim(candle_core::D::Minus1)?;
-        let scale = self.scale as f32;
-        let mut out = vec![0f32; res.elem_count()];
-        with_f32(res, |probs| {
-            with_f32(grad, |grad| {
-                out.par_chunks_mut(keys)
-                    .zip(probs.par_chunks(keys).zip(grad.par_chunks(keys)))
-                    .for_each(|(out, (p, g))| {
-                        let dot: f32 = p.iter().zip(g).map(|(p, g)| p * g).sum();
-                        for ((o, &p), &g) in out.iter_mut().zip(p).zip(g) {
-                            *o = scale * p * (g - dot);
-                        }
-                    });
-                Ok(())
-            })
-        })?;
-        Ok((
-            Some(Tensor::from_vec(out, res.shape(), &Device::Cpu)?),
-            None,
         ))
     }
 }
@@ -858,42 +720,6 @@ mod tests {
     }
 
     #[test]
-    fn masked_softmax_matches_the_composed_ops_and_their_gradients() {
-        let (batch, heads, seq) = (2, 3, 5);
-        let scores = Var::from_tensor(&random(&[batch, heads, seq, seq], 2, 6.0)).unwrap();
-        // Causal, and the second sequence's first key padded.
-        let mut bias = vec![0f32; batch * seq * seq];
-        for b in 0..batch {
-            for i in 0..seq {
-                for j in 0..seq {
-                    if j > i || (b == 1 && j == 0) {
-                        bias[(b * seq + i) * seq + j] = -1e9;
-                    }
-                }
-            }
-        }
-        let bias = Tensor::from_vec(bias, (batch, 1, seq, seq), &Device::Cpu).unwrap();
-        let scale = 0.125;
-        let fused = masked_softmax(scores.as_tensor(), &bias, scale).unwrap();
-        let composed = candle_nn::ops::softmax(
-            &(scores.as_tensor() * scale)
-                .unwrap()
-                .broadcast_add(&bias)
-                .unwrap(),
-            D::Minus1,
-        )
-        .unwrap();
-        assert!(max_difference(&fused, &composed) < 1e-6);
-        let a = &assert_same_gradients(&fused, &composed, &[&scores], 3, 1e-6)[0];
-        // Masked keys get no gradient.
-        let row = a.get(1).unwrap().get(0).unwrap().get(3).unwrap();
-        let row = row.to_vec1::<f32>().unwrap();
-        assert_eq!(row[0], 0.0);
-        assert_eq!(row[4], 0.0);
-        assert!(row[1] != 0.0);
-    }
-
-    #[test]
     fn rms_norm_matches_the_composed_ops_and_their_gradients() {
         let x = Var::from_tensor(&random(&[2, 3, 16], 4, 3.0)).unwrap();
         let w = Var::from_tensor(&(random(&[16], 5, 0.4) + 1.0).unwrap()).unwrap();
@@ -961,9 +787,6 @@ mod tests {
         let x = random(&[2, 8], 1, 1.0);
         let w = random(&[7], 1, 1.0);
         assert!(rms_norm(&x, &w, 1e-6).is_err());
-        let scores = random(&[1, 2, 3, 3], 1, 1.0);
-        let bias = random(&[1, 1, 3, 4], 1, 1.0);
-        assert!(masked_softmax(&scores, &bias, 1.0).is_err());
         let x = random(&[1, 3, 2, 8], 1, 1.0);
         let table = random(&[1, 3, 3], 1, 1.0);
         assert!(rope(&x, &table, &table).is_err());

@@ -2,14 +2,16 @@
 //! of weights:
 //!
 //! - [`Policy::forward_train`]: full sequences, causal + padding mask, built only from ops
-//!   whose backward candle implements (plain softmax, RMS norm and rotary embedding written
-//!   out), so every weight gets its gradient;
+//!   with a backward, so every weight gets its gradient: on CPU f32 the fused ops of
+//!   [`fused`] and [`super::causal_attention`] (each one graph node with its own backward),
+//!   elsewhere candle's ops (plain softmax, RMS norm and rotary embedding written out);
 //! - [`Policy::forward_step`]: generation with fused ops (`softmax_last_dim`, `rms_norm`,
 //!   `rope`) and a KV cache.
 //!
 //! The weights are [`candle_core::Var`]s in a [`VarMap`] keyed by their Hugging Face names, so
 //! an optimiser can update them in place and checkpoints keep the HF layout.
 
+use super::causal_attention::causal_attention;
 use super::config::ModelConfig;
 use super::fused;
 use super::skinny;
@@ -18,6 +20,7 @@ use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 mod cpu_decode;
 mod kv_cache;
@@ -256,13 +259,21 @@ impl Policy {
         } else {
             Some((full(&cos_rows)?, full(&sin_rows)?))
         };
-        // Additive attention bias [batch, 1, seq, seq]: causal and key padding.
-        let causal: Vec<f32> = (0..seq)
-            .flat_map(|i| (0..seq).map(move |j| if j > i { MASKED as f32 } else { 0.0 }))
-            .collect();
-        let causal = Tensor::from_vec(causal, (1, 1, seq, seq), &self.device)?;
-        let key_pad = ((1.0 - &mask_f)? * MASKED)?.reshape((batch, 1, 1, seq))?;
-        let bias = causal.broadcast_add(&key_pad)?.to_dtype(self.dtype)?;
+        // The keys attention may read: the fused op takes the key mask, the composed ops an
+        // additive bias [batch, 1, seq, seq] (causal and key padding).
+        let (key_valid, bias): (Arc<[bool]>, Option<Tensor>) = if fused_ops {
+            let valid = mask_f.flatten_all()?.to_vec1::<f32>()?;
+            (valid.iter().map(|&m| m > 0.5).collect(), None)
+        } else {
+            let causal: Vec<f32> = (0..seq)
+                .flat_map(|i| (0..seq).map(move |j| if j > i { MASKED as f32 } else { 0.0 }))
+                .collect();
+            let causal = Tensor::from_vec(causal, (1, 1, seq, seq), &self.device)?;
+            let key_pad = ((1.0 - &mask_f)? * MASKED)?.reshape((batch, 1, 1, seq))?;
+            let bias = causal.broadcast_add(&key_pad)?.to_dtype(self.dtype)?;
+            (Arc::from(Vec::new()), Some(bias))
+        };
+        let scale = 1.0 / (hd as f64).sqrt();
 
         let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
             batch,
@@ -271,27 +282,22 @@ impl Policy {
         ))?;
         for layer in &self.layers {
             let h = rms_norm_diff(&x, &layer.input_norm, self.config.rms_norm_eps)?;
-            let (q, k, v) = if fused_ops {
+            let attn = if let Some(bias) = &bias {
+                let (cos, sin) = full_tables.as_ref().context("rotary tables")?;
+                let (q, k, v) = self.qkv(layer, &h, batch, seq, Path::Train)?;
+                let (q, k) = (rope_diff(&q, cos, sin)?, rope_diff(&k, cos, sin)?);
+                let (k, v) = (self.repeat_kv(&k)?, self.repeat_kv(&v)?);
+                let scores = (q.matmul(&k.t()?)? * scale)?;
+                let probs = candle_nn::ops::softmax(&scores.broadcast_add(bias)?, D::Minus1)?;
+                self.attention_out(layer, &probs.matmul(&v)?, batch, seq, Path::Train)?
+            } else {
+                // Rows [batch, seq, heads, head_dim] straight into one attention op.
                 let (q, k, v) = self.qkv_rows(layer, &h, batch, seq, Path::Train)?;
                 let q = fused::rope(&q, &cos_rows, &sin_rows)?;
                 let k = fused::rope(&k, &cos_rows, &sin_rows)?;
-                let heads_first =
-                    |t: Tensor| -> Result<Tensor> { Ok(t.transpose(1, 2)?.contiguous()?) };
-                (heads_first(q)?, heads_first(k)?, v.transpose(1, 2)?)
-            } else {
-                let (cos, sin) = full_tables.as_ref().context("rotary tables")?;
-                let (q, k, v) = self.qkv(layer, &h, batch, seq, Path::Train)?;
-                (rope_diff(&q, cos, sin)?, rope_diff(&k, cos, sin)?, v)
+                let attn = causal_attention(&q, &k, &v, key_valid.clone(), scale)?;
+                self.project_attention(layer, &attn, Path::Train)?
             };
-            let (k, v) = (self.repeat_kv(&k)?, self.repeat_kv(&v)?);
-            let scores = q.matmul(&k.t()?)?;
-            let scale = 1.0 / (hd as f64).sqrt();
-            let probs = if fused::applies(&scores) {
-                fused::masked_softmax(&scores, &bias, scale)?
-            } else {
-                candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(&bias)?, D::Minus1)?
-            };
-            let attn = self.attention_out(layer, &probs.matmul(&v)?, batch, seq, Path::Train)?;
             x = (x + attn)?;
             let h = rms_norm_diff(&x, &layer.post_norm, self.config.rms_norm_eps)?;
             x = (&x + self.mlp(layer, &h, Path::Train)?)?;
@@ -524,7 +530,12 @@ impl Policy {
             seq,
             self.config.num_attention_heads * self.config.head_dim(),
         ))?;
-        let mut out = linear(&attn, &layer.o, path)?;
+        self.project_attention(layer, &attn, path)
+    }
+
+    /// [batch, seq, heads · head_dim] → o_proj (and its bias) → [batch, seq, hidden].
+    fn project_attention(&self, layer: &Layer, attn: &Tensor, path: Path) -> Result<Tensor> {
+        let mut out = linear(attn, &layer.o, path)?;
         if let Some(b) = &layer.o_bias {
             out = out.broadcast_add(b)?;
         }
