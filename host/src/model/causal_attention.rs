@@ -453,34 +453,8 @@ impl CustomOp3 for CausalAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fused::tests::{max_difference, random};
     use candle_core::{D, Var};
-
-    fn random(shape: &[usize], seed: u64, spread: f32) -> Tensor {
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        let count: usize = shape.iter().product();
-        let values: Vec<f32> = (0..count)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * spread
-            })
-            .collect();
-        Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_difference(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     /// The composed ops the training forward used before: heads first, kv heads repeated for
     /// their query heads, an additive −1e9 bias for later and masked keys, softmax, · v.

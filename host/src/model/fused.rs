@@ -574,11 +574,11 @@ impl CustomOp2 for SwiGlu {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::{D, Var};
 
-    fn random(shape: &[usize], seed: u64, spread: f32) -> Tensor {
+    pub(crate) fn random(shape: &[usize], seed: u64, spread: f32) -> Tensor {
         let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
         let count: usize = shape.iter().product();
         let values: Vec<f32> = (0..count)
@@ -592,7 +592,7 @@ mod tests {
         Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
     }
 
-    fn max_difference(a: &Tensor, b: &Tensor) -> f32 {
+    pub(crate) fn max_difference(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
             .abs()

@@ -29,6 +29,48 @@ fn parallelism(parallel: bool) -> Parallelism {
     }
 }
 
+/// One gemm call: `dst = alpha · dst + a · b` (dst read only when `read_dst`).
+///
+/// # Safety
+/// `dst` must be valid for writes of the [m, n] matrix with rows `dst_row_stride` apart (and
+/// initialised where `read_dst`), and `a`, `b` must reach their [m, k] and [k, n] matrices.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_row_stride: usize,
+    read_dst: bool,
+    alpha: f32,
+    a: &Operand,
+    b: &Operand,
+    parallel: bool,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_row_stride as isize,
+            read_dst,
+            a.data.as_ptr(),
+            a.column_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.column_stride as isize,
+            b.row_stride as isize,
+            alpha,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(parallel),
+        );
+    }
+}
+
 /// `a [m, k] · b [k, n]` as a fresh row-major [m, n], on rayon's threads.
 pub(crate) fn product(
     m: usize,
@@ -50,27 +92,7 @@ pub(crate) fn product(
     // of dst before reading any (alpha 0 on the first depth block; k = 0 writes zeros), so
     // the buffer is initialised when its length is set.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.data.as_ptr(),
-            a.column_stride as isize,
-            a.row_stride as isize,
-            b.data.as_ptr(),
-            b.column_stride as isize,
-            b.row_stride as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(true),
-        );
+        run((m, n, k), out.as_mut_ptr(), n, false, 0.0, &a, &b, true);
         out.set_len(m * n);
     }
     Ok(out)
@@ -106,26 +128,15 @@ pub(crate) fn product_into(
     // above), and `dst` is borrowed mutably for the call. Without accumulate gemm overwrites
     // dst (read_dst false); with it, dst = 1 · dst + 1 · a · b.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
+        run(
+            (m, n, k),
             dst.as_mut_ptr(),
-            1,
-            dst_row_stride as isize,
+            dst_row_stride,
             accumulate,
-            a.data.as_ptr(),
-            a.column_stride as isize,
-            a.row_stride as isize,
-            b.data.as_ptr(),
-            b.column_stride as isize,
-            b.row_stride as isize,
             if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(parallel),
+            &a,
+            &b,
+            parallel,
         );
     }
     Ok(())
