@@ -271,6 +271,24 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 mod tests {
     use super::*;
 
+    /// A cache with no shared prompt segment: `len` of `capacity` positions filled.
+    fn own_only<'a>(
+        keys: &'a [f32],
+        values: &'a [f32],
+        capacity: usize,
+        len: usize,
+    ) -> CacheView<'a> {
+        CacheView {
+            shared: None,
+            own: Segment {
+                keys,
+                values,
+                capacity,
+                len,
+            },
+        }
+    }
+
     fn values(count: usize, seed: u32) -> Vec<f32> {
         (0..count as u32)
             .map(|i| {
@@ -321,15 +339,7 @@ mod tests {
         let caches: Vec<CacheView> = storage
             .iter()
             .zip(lens)
-            .map(|((k, v), len)| CacheView {
-                shared: None,
-                own: Segment {
-                    keys: k,
-                    values: v,
-                    capacity,
-                    len,
-                },
-            })
+            .map(|((k, v), len)| own_only(k, v, capacity, len))
             .collect();
         let queries = values(lens.len() * heads * hd, 3);
         let out = decode_attention(&queries, &caches, heads, kv_heads, hd);
@@ -382,15 +392,7 @@ mod tests {
             split(shared_len, own_len, 8, &vals),
         );
         let queries = values(heads * hd, 33);
-        let flat = CacheView {
-            shared: None,
-            own: Segment {
-                keys: &keys,
-                values: &vals,
-                capacity: all,
-                len: all,
-            },
-        };
+        let flat = own_only(&keys, &vals, all, all);
         let segmented = CacheView {
             shared: Some(Segment {
                 keys: &shared_k,
@@ -417,15 +419,7 @@ mod tests {
         let mut keys = values(capacity * hd, 1);
         let mut vals = values(capacity * hd, 2);
         let query = values(hd, 3);
-        let cache = CacheView {
-            shared: None,
-            own: Segment {
-                keys: &keys,
-                values: &vals,
-                capacity,
-                len: 2,
-            },
-        };
+        let cache = own_only(&keys, &vals, capacity, 2);
         let before = decode_attention(&query, &[cache], 1, 1, hd);
         for x in &mut keys[2 * hd..] {
             *x = 1e6;
@@ -433,15 +427,7 @@ mod tests {
         for x in &mut vals[2 * hd..] {
             *x = f32::NAN;
         }
-        let cache = CacheView {
-            shared: None,
-            own: Segment {
-                keys: &keys,
-                values: &vals,
-                capacity,
-                len: 2,
-            },
-        };
+        let cache = own_only(&keys, &vals, capacity, 2);
         assert_eq!(decode_attention(&query, &[cache], 1, 1, hd), before);
     }
 
@@ -449,15 +435,7 @@ mod tests {
     #[should_panic(expected = "cache smaller")]
     fn a_cache_too_small_for_its_shape_is_refused() {
         let keys = [0f32; 8];
-        let cache = CacheView {
-            shared: None,
-            own: Segment {
-                keys: &keys,
-                values: &keys,
-                capacity: 2,
-                len: 1,
-            },
-        };
+        let cache = own_only(&keys, &keys, 2, 1);
         decode_attention(&[0f32; 8], &[cache], 1, 1, 8);
     }
 }
