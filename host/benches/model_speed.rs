@@ -3,7 +3,11 @@
 //! and decode as a fraction of the memory-bandwidth bound.
 //!
 //!     RAYON_NUM_THREADS=2 cargo bench --bench model_speed -- --model DIR [--new-tokens 64] [--json]
-//!         [--decode-only | --train-only | --kernel | --profile-batch N]
+//!         [--rounds 3] [--decode-only | --train-only | --kernel | --profile-batch N]
+//!
+//! Batch 1 and batch 5 are timed in `--rounds` alternating rounds (batch 1, then batch 5) and
+//! each reported as its median: the machine's memory bandwidth drifts by ±20 % between minutes,
+//! and two single runs a minute apart could put the ratio of the two anywhere in that spread.
 //!
 //! `--decode-only` skips training, `--train-only` decoding; `--kernel` times the decode kernel against candle's matmul on
 //! the output projection for 1–24 rows; `--profile-batch N` runs one decode batch (for `perf`).
@@ -38,6 +42,11 @@ fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(64);
     let json = std::env::args().any(|a| a == "--json");
+    let rounds: usize = arg("--rounds")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(3)
+        .max(1);
     let model = load_model(&model_dir, DType::F32, &Device::Cpu)?;
     let messages = [Message {
         role: "user".into(),
@@ -82,13 +91,17 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let train_only = std::env::args().any(|a| a == "--train-only");
-    let (batch1, prefill, batch5) = if train_only {
-        (f64::NAN, f64::NAN, f64::NAN)
-    } else {
+    let (mut rounds1, mut rounds5, mut prefills) = (Vec::new(), Vec::new(), Vec::new());
+    if !train_only {
         decode(1)?;
-        let (batch1, prefill) = decode(1)?;
-        (batch1, prefill, decode(5)?.0)
-    };
+        for _ in 0..rounds {
+            let (rate, prefill) = decode(1)?;
+            rounds1.push(rate);
+            prefills.push(prefill);
+            rounds5.push(decode(5)?.0);
+        }
+    }
+    let (batch1, prefill, batch5) = (median(&rounds1), median(&prefills), median(&rounds5));
     if std::env::args().any(|a| a == "--kernel") {
         // The decode kernel alone on the output projection (the largest weight matrix).
         let head = model.policy.named_tensors()["model.embed_tokens.weight"].clone();
@@ -135,10 +148,17 @@ fn main() -> anyhow::Result<()> {
         .sum();
     let read = read_bandwidth();
     let bound = read / weight_bytes as f64;
+    let per_round = rounds1
+        .iter()
+        .zip(&rounds5)
+        .map(|(one, five)| format!("{one:.1} / {five:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     if std::env::args().any(|a| a == "--decode-only") {
         println!(
-            "decode batch 1 {batch1:.1} tok/s ({:.0} % of the {bound:.1} tok/s read-bandwidth bound), batch 5 {batch5:.1} tok/s, prefill {prefill:.3} s",
-            100.0 * batch1 / bound
+            "decode batch 1 {batch1:.1} tok/s ({:.0} % of the {bound:.1} tok/s read-bandwidth bound), batch 5 {batch5:.1} tok/s ({:.2}x), prefill {prefill:.3} s; rounds (batch 1 / batch 5): {per_round}",
+            100.0 * batch1 / bound,
+            batch5 / batch1
         );
         return Ok(());
     }
@@ -207,7 +227,7 @@ fn main() -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({"runtime": "research-host (candle)", "params": params, "decode_b1_tok_s": batch1,
-                "decode_b5_tok_s": batch5, "prefill_s": prefill, "train_tok_s": train, "train_peak_gib": peak_gib,
+                "decode_b5_tok_s": batch5, "decode_b1_rounds": rounds1, "decode_b5_rounds": rounds5, "prefill_s": prefill, "train_tok_s": train, "train_peak_gib": peak_gib,
                 "copy_gb_s": bandwidth / 1e9, "read_gb_s": read / 1e9, "decode_bound_tok_s": bound})
         );
     } else {
@@ -224,6 +244,7 @@ fn main() -> anyhow::Result<()> {
             "decode batch 5      {batch5:8.1} tok/s  ({:.2}x batch 1)",
             batch5 / batch1
         );
+        println!("rounds (batch 1 / batch 5, tok/s): {per_round}");
         println!(
             "prefill             {:8.3} s for {} tokens",
             prefill,
@@ -234,6 +255,17 @@ fn main() -> anyhow::Result<()> {
         println!("copy bandwidth      {:8.1} GB/s", bandwidth / 1e9);
     }
     Ok(())
+}
+
+/// The median of `values` (the mean of the middle two for an even count); NaN for none.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 /// Peak resident memory of this process (VmHWM).

@@ -349,37 +349,79 @@ impl<'m> Engine<'m> {
 /// log-probability under the model (temperature 1).
 fn draw_next(index: usize, sequence: &mut Sequence, params: &SamplingParams) -> Result<(u32, f32)> {
     let logits = match &sequence.next_logits {
-        Some(logits) => logits.to_dtype(DType::F32)?,
+        Some(logits) => logits.to_dtype(DType::F32)?.to_vec1::<f32>()?,
         None => bail!("sequence {index} has no logits to sample from"),
     };
-    let log_probs = vector_math::log_softmax(&logits.to_vec1::<f32>()?);
-    let token = choose(&log_probs, params, &mut sequence.rng);
-    Ok((token, log_probs[token as usize]))
+    if logits.is_empty() {
+        bail!("sequence {index} has logits over an empty vocabulary");
+    }
+    Ok(sample(&logits, params, &mut sequence.rng))
 }
 
-/// Picks a token from log-probabilities under `params`.
-fn choose(log_probs: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> u32 {
-    let argmax = || {
-        log_probs
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(0, |(i, _)| i as u32)
+/// A token drawn from `logits` (not empty) under `params`, and its log-probability under the
+/// model (temperature 1).
+fn sample(logits: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> (u32, f32) {
+    // e^(logit − largest) serves both the normaliser of the log-probabilities and, at
+    // temperature 1, the draw's weights: no log-softmax of the whole vocabulary is written.
+    let largest = vector_math::max(logits);
+    let mut exps = vec![0f32; logits.len()];
+    let total = vector_math::scaled_exp(logits, 1.0, largest, &mut exps);
+    let scores = Scores {
+        logits,
+        largest,
+        exps: &exps,
+        total,
     };
+    let token = choose(&scores, params, rng);
+    // The same sums, in the same order, as `vector_math::log_softmax`.
+    let normaliser = largest + total.ln();
+    (token, logits[token as usize] - normaliser)
+}
+
+/// One sequence's next-token logits with what every way of choosing needs: their largest
+/// value and e^(logit − largest) (the weights at temperature 1) with its sum.
+struct Scores<'a> {
+    logits: &'a [f32],
+    largest: f32,
+    exps: &'a [f32],
+    total: f32,
+}
+
+impl Scores<'_> {
+    /// The likeliest token (the lowest id among equals; 0 when no logit is a number).
+    fn argmax(&self) -> u32 {
+        self.logits
+            .iter()
+            .position(|&x| x == self.largest)
+            .map_or(0, |i| i as u32)
+    }
+}
+
+/// Picks a token under `params`. Every choice depends only on differences of logits, so it
+/// is the same on logits as on log-probabilities.
+fn choose(scores: &Scores, params: &SamplingParams, rng: &mut ChaCha8Rng) -> u32 {
     if params.greedy || params.temperature <= 0.0 {
-        return argmax();
+        return scores.argmax();
     }
     if params.top_k == 0 && params.top_p >= 1.0 {
         // Plain temperature sampling: no need to sort the vocabulary.
+        if params.temperature == 1.0 {
+            return draw(scores.exps, scores.total, rng)
+                .map_or_else(|| scores.argmax(), |i| i as u32);
+        }
         let inverse_temperature = 1.0 / params.temperature;
-        let max = vector_math::max(log_probs) * inverse_temperature;
-        let mut weights = vec![0f32; log_probs.len()];
-        let total = vector_math::scaled_exp(log_probs, inverse_temperature, max, &mut weights);
-        return draw(&weights, total, rng).map_or_else(argmax, |i| i as u32);
+        let mut weights = vec![0f32; scores.logits.len()];
+        let total = vector_math::scaled_exp(
+            scores.logits,
+            inverse_temperature,
+            scores.largest * inverse_temperature,
+            &mut weights,
+        );
+        return draw(&weights, total, rng).map_or_else(|| scores.argmax(), |i| i as u32);
     }
-    let (candidates, weights) = truncated(log_probs, params);
+    let (candidates, weights) = truncated(scores.logits, params);
     let total = weights.iter().sum();
-    draw(&weights, total, rng).map_or_else(argmax, |i| candidates[i])
+    draw(&weights, total, rng).map_or_else(|| scores.argmax(), |i| candidates[i])
 }
 
 /// Tokens sorted before a nucleus is looked for: enough for most nuclei, and grown fourfold
@@ -387,14 +429,14 @@ fn choose(log_probs: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> u
 const NUCLEUS_HEAD: usize = 64;
 
 /// The tokens that top-k and top-p keep, most likely first (ties: lower id first), with their
-/// weights `exp((lp − max) / T)`. Only as many of the most likely tokens are sorted as the
+/// weights `exp((x − max) / T)` for logits (or log-probabilities) x. Only as many of the most likely tokens are sorted as the
 /// nucleus needs (usually a few dozen of a 50k–150k vocabulary), not the whole vocabulary.
-fn truncated(log_probs: &[f32], params: &SamplingParams) -> (Vec<u32>, Vec<f32>) {
+fn truncated(logits: &[f32], params: &SamplingParams) -> (Vec<u32>, Vec<f32>) {
     let by_likelihood = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-    let mut scaled: Vec<(u32, f32)> = log_probs
+    let mut scaled: Vec<(u32, f32)> = logits
         .iter()
         .enumerate()
-        .map(|(i, lp)| (i as u32, lp / params.temperature))
+        .map(|(i, x)| (i as u32, x / params.temperature))
         .collect();
     let vocabulary = scaled.len();
     // Sorts the `count` most likely tokens into the front of `scaled`.
@@ -486,6 +528,7 @@ fn mix(seed: u64, index: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::seq::SliceRandom;
 
     /// The rule `truncated` implements, by sorting the whole vocabulary.
     fn truncated_by_full_sort(log_probs: &[f32], params: &SamplingParams) -> (Vec<u32>, Vec<f32>) {
@@ -596,6 +639,102 @@ mod tests {
         // Nothing to draw from.
         assert_eq!(draw(&[0.0; 10], 0.0, &mut rng), None);
         assert_eq!(draw(&[1.0, f32::NAN], f32::NAN, &mut rng), None);
+    }
+
+    /// The way tokens were chosen before `sample`: on the log-softmax of the logits.
+    fn choose_on_log_probs(
+        log_probs: &[f32],
+        params: &SamplingParams,
+        rng: &mut ChaCha8Rng,
+    ) -> u32 {
+        let argmax = || {
+            let best = vector_math::max(log_probs);
+            log_probs
+                .iter()
+                .position(|&lp| lp == best)
+                .map_or(0, |i| i as u32)
+        };
+        if params.greedy || params.temperature <= 0.0 {
+            return argmax();
+        }
+        if params.top_k == 0 && params.top_p >= 1.0 {
+            let inverse_temperature = 1.0 / params.temperature;
+            let max = vector_math::max(log_probs) * inverse_temperature;
+            let mut weights = vec![0f32; log_probs.len()];
+            let total = vector_math::scaled_exp(log_probs, inverse_temperature, max, &mut weights);
+            return draw(&weights, total, rng).map_or_else(argmax, |i| i as u32);
+        }
+        let (candidates, weights) = truncated(log_probs, params);
+        let total = weights.iter().sum();
+        draw(&weights, total, rng).map_or_else(argmax, |i| candidates[i])
+    }
+
+    #[test]
+    fn sampling_on_logits_picks_what_the_log_softmax_would_and_reports_its_log_prob() {
+        for (seed, spread, offset) in [(1, 3.0, 0.0), (2, 20.0, 7.5), (3, 60.0, -12.0)] {
+            // Evenly spaced values in shuffled order: no two logits so close that subtracting
+            // the normaliser could make them equal (which would reorder ties for top-k / top-p).
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut ranks: Vec<u32> = (0..3000).collect();
+            ranks.shuffle(&mut rng);
+            let logits: Vec<f32> = ranks
+                .iter()
+                .map(|&rank| offset + spread * rank as f32 / 3000.0)
+                .collect();
+            let log_probs = vector_math::log_softmax(&logits);
+            for params in [
+                SamplingParams {
+                    greedy: true,
+                    ..SamplingParams::default()
+                },
+                SamplingParams::default(),
+                SamplingParams {
+                    temperature: 0.7,
+                    ..SamplingParams::default()
+                },
+                SamplingParams {
+                    top_p: 0.9,
+                    ..SamplingParams::default()
+                },
+                SamplingParams {
+                    top_k: 40,
+                    temperature: 1.3,
+                    ..SamplingParams::default()
+                },
+            ] {
+                let (mut ours, mut theirs) = (
+                    ChaCha8Rng::seed_from_u64(seed + 10),
+                    ChaCha8Rng::seed_from_u64(seed + 10),
+                );
+                let mut distinct = std::collections::BTreeSet::new();
+                for _ in 0..300 {
+                    let (token, logprob) = sample(&logits, &params, &mut ours);
+                    let expected = choose_on_log_probs(&log_probs, &params, &mut theirs);
+                    assert_eq!(token, expected, "{params:?} spread {spread}");
+                    // Bit for bit the log-softmax's value.
+                    assert_eq!(logprob, log_probs[token as usize], "{params:?}");
+                    distinct.insert(token);
+                }
+                if params.greedy {
+                    assert_eq!(distinct.len(), 1);
+                } else if params.top_k > 0 {
+                    assert!(distinct.len() <= params.top_k, "{params:?}");
+                } else if spread < 10.0 {
+                    assert!(distinct.len() > 50, "{params:?}: {}", distinct.len());
+                }
+            }
+        }
+        // Greedy ties go to the lowest id; a one-token vocabulary has log-probability 0.
+        let greedy = SamplingParams {
+            greedy: true,
+            ..SamplingParams::default()
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        assert_eq!(sample(&[0.5, 2.0, 2.0, 1.0], &greedy, &mut rng).0, 1);
+        assert_eq!(
+            sample(&[3.25], &SamplingParams::default(), &mut rng),
+            (0, 0.0)
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! A general GEMM packs and tiles for large m; at m = 1…8 the product is bound by reading the
 //! weights, so this kernel streams every weight row exactly once, keeps the few input rows in
 //! L1 and multiplies each weight row with all of them while it is in registers (AVX-512 or
-//! AVX2 + FMA where the CPU has them), prefetching the weights into L2 when several rows share
-//! the pass. The output rows are split over rayon's threads. Reading the weights
+//! AVX2 + FMA where the CPU has them), prefetching the weights into L2 ahead of the loads. The
+//! output rows are split over rayon's threads. Reading the weights
 //! once for the whole batch is what makes a decode step of 5 sequences cost about as much as a
 //! step of one.
 
@@ -161,12 +161,13 @@ fn tile_for(bytes: usize) -> usize {
 
 const FOUR_ROWS_ABOVE: usize = 24 * 1024;
 
-/// How far ahead (in floats) the kernels prefetch a weight row into L2 when more than one input
-/// row shares the pass. With several rows the FMAs between two weight loads hold back the
-/// hardware prefetcher and the next misses; a `prefetcht1` 8 KB ahead keeps the stream going
-/// without pulling lines into L1 (where they would evict the input rows). Measured on
-/// SmolLM2's shapes, 2 threads: five rows cost 1.06–1.15× one row instead of 1.5–1.8×. One
-/// row runs slightly faster on the hardware prefetcher alone, so it gets none.
+/// How far ahead (in floats) the kernels prefetch a weight row into L2. With several rows the
+/// FMAs between two weight loads hold back the hardware prefetcher and the next misses; a
+/// `prefetcht1` 8 KB ahead keeps the stream going without pulling lines into L1 (where they
+/// would evict the input rows). Measured on SmolLM2's shapes, 2 threads: five rows cost
+/// 1.06–1.15× one row instead of 1.5–1.8×. One row gains too: SmolLM2 batch-1 decode 43.2
+/// against 39.8 tok/s (four alternating runs, 2026-12-06; an earlier session had measured
+/// one row slightly faster without); 2,048 to 8,192 floats ahead ran alike.
 const PREFETCH_AHEAD: usize = 2048;
 
 /// The vector kernels, best first. Which one runs depends only on the CPU, never on the number
@@ -217,13 +218,9 @@ impl Kernel {
 
 /// out[r][j] = dot(x[r], w[j]) for every input row r and weight row j of the run.
 fn block(x: &[f32], rows: usize, run: Run, k: usize, out: &mut [&mut [f32]]) {
-    // One row runs faster through the AVX2 kernel here (its sums are the AVX-512 kernel's,
-    // bit for bit, so a sequence's logits still do not depend on the batch).
-    let kernel = match Kernel::best() {
-        Kernel::Avx512 if rows == 1 => Kernel::Avx2,
-        best => best,
-    };
-    block_with(kernel, tile_for(rows * k * 4), x, rows, run, k, out);
+    // One row through the AVX-512 kernel ran 44.4 against 43.3 tok/s through the AVX2 one
+    // (SmolLM2 batch 1, three alternating runs, both prefetching); the sums are equal bit for bit.
+    block_with(Kernel::best(), tile_for(rows * k * 4), x, rows, run, k, out);
 }
 
 /// [`block`] with a chosen kernel (which the caller has checked the CPU supports) and weight
@@ -252,30 +249,29 @@ fn block_with(
             && stream.as_ptr() == w.as_ptr()
             && stream.len() >= w.len()
     );
-    let prefetch = rows > 1;
     #[cfg(target_arch = "x86_64")]
     match kernel {
         // SAFETY: `Kernel::best` (or a test) checked that the CPU supports AVX-512F.
         Kernel::Avx512 => unsafe {
             match rows {
-                1 => avx512::block::<1>(x, w, stream, k, out, tile, prefetch),
-                2 => avx512::block::<2>(x, w, stream, k, out, tile, prefetch),
-                3 => avx512::block::<3>(x, w, stream, k, out, tile, prefetch),
-                4 => avx512::block::<4>(x, w, stream, k, out, tile, prefetch),
-                5 => avx512::block::<5>(x, w, stream, k, out, tile, prefetch),
-                6 => avx512::block::<6>(x, w, stream, k, out, tile, prefetch),
+                1 => avx512::block::<1>(x, w, stream, k, out, tile),
+                2 => avx512::block::<2>(x, w, stream, k, out, tile),
+                3 => avx512::block::<3>(x, w, stream, k, out, tile),
+                4 => avx512::block::<4>(x, w, stream, k, out, tile),
+                5 => avx512::block::<5>(x, w, stream, k, out, tile),
+                6 => avx512::block::<6>(x, w, stream, k, out, tile),
                 _ => unreachable!("rows checked above"),
             }
         },
         // SAFETY: `Kernel::best` (or a test) checked that the CPU supports AVX2 and FMA.
         Kernel::Avx2 => unsafe {
             match rows {
-                1 => avx::block::<1>(x, w, stream, k, out, prefetch),
-                2 => avx::block::<2>(x, w, stream, k, out, prefetch),
-                3 => avx::block::<3>(x, w, stream, k, out, prefetch),
-                4 => avx::block::<4>(x, w, stream, k, out, prefetch),
-                5 => avx::block::<5>(x, w, stream, k, out, prefetch),
-                6 => avx::block::<6>(x, w, stream, k, out, prefetch),
+                1 => avx::block::<1>(x, w, stream, k, out),
+                2 => avx::block::<2>(x, w, stream, k, out),
+                3 => avx::block::<3>(x, w, stream, k, out),
+                4 => avx::block::<4>(x, w, stream, k, out),
+                5 => avx::block::<5>(x, w, stream, k, out),
+                6 => avx::block::<6>(x, w, stream, k, out),
                 _ => unreachable!("rows checked above"),
             }
         },
@@ -283,7 +279,7 @@ fn block_with(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (kernel, tile, prefetch);
+        let _ = (kernel, tile);
         block_plain(x, rows, w, k, out);
     }
 }
@@ -328,11 +324,10 @@ mod avx512 {
         k: usize,
         out: &mut [&mut [f32]],
         tile: usize,
-        prefetch: bool,
     ) {
         let n = w.len() / k;
         // Prefetches stop at the end of the matrix.
-        let end = prefetch.then_some(stream.as_ptr_range().end);
+        let end = stream.as_ptr_range().end;
         let mut j = 0;
         // SAFETY (each call): rows j..j + 4 (then j) lie inside `w`; `out` holds a value per
         // weight row for each of the M input rows.
@@ -373,7 +368,7 @@ mod avx512 {
         first: usize,
         k: usize,
         out: &mut [&mut [f32]],
-        prefetch_until: Option<*const f32>,
+        prefetch_until: *const f32,
     ) {
         let whole = k / 16;
         let xp = x.as_ptr();
@@ -385,9 +380,7 @@ mod avx512 {
             let mut wv = [_mm512_setzero_ps(); J];
             for (jj, v) in wv.iter_mut().enumerate() {
                 let at = unsafe { wp.add(jj * k + c * 16) };
-                if let Some(end) = prefetch_until {
-                    prefetch_l2(at, PREFETCH_AHEAD, end);
-                }
+                prefetch_l2(at, PREFETCH_AHEAD, prefetch_until);
                 *v = unsafe { _mm512_loadu_ps(at) };
             }
             for (r, row) in acc.iter_mut().enumerate() {
@@ -440,7 +433,6 @@ mod avx {
         stream: &[f32],
         k: usize,
         out: &mut [&mut [f32]],
-        prefetch: bool,
     ) {
         let step = 8 * U;
         let whole = k / step * step;
@@ -452,10 +444,8 @@ mod avx {
             let mut acc = [[_mm256_setzero_ps(); U]; M];
             let mut i = 0;
             while i < whole {
-                if prefetch {
-                    // One line (16 floats) per step.
-                    prefetch_l2(wp.wrapping_add(i), PREFETCH_AHEAD, end);
-                }
+                // One line (16 floats) per step.
+                prefetch_l2(wp.wrapping_add(i), PREFETCH_AHEAD, end);
                 for u in 0..U {
                     // SAFETY: i + 8u + 8 ≤ whole ≤ k: inside this weight row and every input row.
                     let wv = unsafe { _mm256_loadu_ps(wp.add(i + 8 * u)) };
