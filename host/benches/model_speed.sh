@@ -70,7 +70,7 @@ for label, key in rows:
     print(f"| {label} | {ours[key]:.1f} | {theirs[key]:.1f} | {cell(llama, key)} |")
 print(f"\nbatch 5 is {ours['decode_b5_tok_s'] / ours['decode_b1_tok_s']:.2f}x our batch 1 (medians of "
       f"{len(ours['decode_b1_rounds'])} alternating rounds; batch 1 / batch 5 per round: "
-      + ", ".join(f"{a:.1} / {b:.1}" for a, b in zip(ours['decode_b1_rounds'], ours['decode_b5_rounds'])) + ")")
+      + ", ".join(f"{a:.1f} / {b:.1f}" for a, b in zip(ours['decode_b1_rounds'], ours['decode_b5_rounds'])) + ")")
 if "max_abs_weight_difference" in llama:
     print(f"llama.cpp's f32 GGUF vs our weights: max abs difference {llama['max_abs_weight_difference']}")
 print(f"\nbatch-1 decode bound from read bandwidth: {ours['decode_bound_tok_s']:.1f} tok/s "
