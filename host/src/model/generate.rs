@@ -429,8 +429,9 @@ fn choose(scores: &Scores, params: &SamplingParams, rng: &mut ChaCha8Rng) -> u32
 const NUCLEUS_HEAD: usize = 64;
 
 /// The tokens that top-k and top-p keep, most likely first (ties: lower id first), with their
-/// weights `exp((x − max) / T)` for logits (or log-probabilities) x. Only as many of the most likely tokens are sorted as the
-/// nucleus needs (usually a few dozen of a 50k–150k vocabulary), not the whole vocabulary.
+/// weights `exp((x − max) / T)` for logits (or log-probabilities) x. Only as many of the most
+/// likely tokens are sorted as the nucleus needs (usually a few dozen of a 50k–150k
+/// vocabulary), not the whole vocabulary.
 fn truncated(logits: &[f32], params: &SamplingParams) -> (Vec<u32>, Vec<f32>) {
     let by_likelihood = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     let mut scaled: Vec<(u32, f32)> = logits
