@@ -91,8 +91,10 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let train_only = std::env::args().any(|a| a == "--train-only");
+    let kernel_only = std::env::args().any(|a| a == "--kernel");
     let (mut rounds1, mut rounds5, mut prefills) = (Vec::new(), Vec::new(), Vec::new());
-    if !train_only {
+    // `--kernel` times the kernel alone: no decode rounds before it.
+    if !train_only && !kernel_only {
         decode(1)?;
         for _ in 0..rounds {
             let (rate, prefill) = decode(1)?;
@@ -102,7 +104,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let (batch1, prefill, batch5) = (median(&rounds1), median(&prefills), median(&rounds5));
-    if std::env::args().any(|a| a == "--kernel") {
+    if kernel_only {
         // The decode kernel alone on the output projection (the largest weight matrix).
         let head = model.policy.named_tensors()["model.embed_tokens.weight"].clone();
         let (n, k) = head.dims2()?;
