@@ -445,3 +445,102 @@ fn search_r1_plugins_train_and_their_choice_is_saved_for_resume() {
     }
     assert_eq!(metrics(&run).len(), 1);
 }
+
+#[test]
+fn dynamic_sampling_trains_only_on_groups_that_differ_and_skipping_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_with = |name: &str, plugins: &str, extra: &[&str]| -> Vec<Value> {
+        let run = dir.path().join(name);
+        let mut args = vec![
+            "train",
+            "--steps",
+            "2",
+            "--out",
+            s(&run),
+            "--quiet",
+            plugins,
+        ];
+        for set in [
+            "rollout.batch_prompts=2",
+            "rollout.group_size=3",
+            "rollout.max_response_tokens=24",
+            "grpo.kl_coef=0",
+            "grpo.entropy_coef=0",
+            "validation.every=0",
+            "checkpoint.every=0",
+        ]
+        .iter()
+        .chain(extra)
+        {
+            args.extend(["--set", set]);
+        }
+        succeed(&args);
+        metrics(&run)
+    };
+    // The random model earns the shipped reward's 0 everywhere: no group differs, so none is
+    // trained, and dynamic sampling draws its three batches per step.
+    let flat = run_with(
+        "flat",
+        "--plugins=plugins",
+        &[
+            "grpo.dynamic_sampling=true",
+            "grpo.dynamic_sampling_max_batches=3",
+        ],
+    );
+    for m in &flat {
+        assert_eq!(m["groups_drawn"], 6, "{m}");
+        assert_eq!(m["zero_advantage_share"], 1.0);
+        assert_eq!(m["groups_trained"], 0);
+        assert_eq!(m["sequences_trained"], 0);
+        assert_eq!(m["rollouts"], 18);
+    }
+    // The cursor moved past every drawn question: 6 per step.
+    assert!((flat[1]["epoch"].as_f64().unwrap() - 12.0 / 168.0).abs() < 1e-9);
+
+    // A reward that differs within every group (the response's length): the first batch
+    // holds enough informative groups, nothing more is drawn, all are trained.
+    let hostile = plugins_with_hostile_reward(dir.path(), "healthy", "");
+    let flag = format!("--plugins={}", hostile.display());
+    let varied = run_with(
+        "varied",
+        &flag,
+        &[
+            "grpo.dynamic_sampling=true",
+            "grpo.dynamic_sampling_max_batches=3",
+        ],
+    );
+    for m in &varied {
+        let zero_share = m["zero_advantage_share"].as_f64().unwrap();
+        let drawn = m["groups_drawn"].as_u64().unwrap();
+        let trained = m["groups_trained"].as_u64().unwrap();
+        // Trained groups are exactly the drawn groups that differ, at most a batch of them.
+        let informative = (drawn as f64 * (1.0 - zero_share)).round() as u64;
+        assert_eq!(trained, informative.min(2), "{m}");
+        assert!(m["sequences_trained"].as_u64().unwrap() <= trained * 3);
+        assert!(m["grad_norm"].as_f64().unwrap() > 0.0 || trained == 0);
+    }
+
+    // Skipping sequences that add nothing: with the flat reward every sequence is skipped,
+    // and the run is the same as without skipping (no gradient either way; weight decay off,
+    // since a skipped mini-batch takes no AdamW step at all).
+    let plain = run_with("plain", "--plugins=plugins", &["optim.weight_decay=0"]);
+    let skipped = run_with(
+        "skipped",
+        "--plugins=plugins",
+        &["optim.weight_decay=0", "grpo.skip_zero_contribution=true"],
+    );
+    for (a, b) in plain.iter().zip(&skipped) {
+        assert_eq!(a["sequences_skipped"], 0);
+        assert_eq!(b["sequences_trained"], 0);
+        assert_eq!(b["sequences_skipped"], a["sequences_trained"]);
+        // (kl and entropy are measured on the sequences run, so they differ.)
+        for key in [
+            "reward_mean",
+            "response_length",
+            "grad_norm",
+            "generated_tokens",
+        ] {
+            assert_eq!(a[key], b[key], "{key}");
+        }
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod data;
+pub mod demos;
 pub mod eval;
 pub mod grpo;
 pub mod memory;
@@ -12,5 +13,6 @@ pub mod plugins;
 pub mod report;
 pub mod retrieval;
 pub mod rollout;
+pub mod sft;
 pub mod threads;
 pub mod vector_math;

@@ -345,38 +345,70 @@ pub fn output_text(output: &std::process::Output) -> String {
 }
 
 /// A tiny Llama that, whatever the question, answers greedily ` <answer> {answer} </answer>`
-/// and stops: every layer's output projections are zero, so the residual stream is the current
-/// token's embedding and the next token depends on the current one only; the embeddings and the
-/// head chain the answer's tokens from the end of the chat template's generation prompt to EOS.
-/// Lets end-to-end tests get real answers out of real rollouts.
+/// and stops (see [`chain_model`]). Lets end-to-end tests get real answers out of real
+/// rollouts.
 pub fn answering_model(dir: &Path, answer: &str) -> PathBuf {
+    chain_model(
+        dir,
+        &[(
+            "<|im_start|>assistant\n",
+            &format!("<answer> {answer} </answer>"),
+            true,
+        )],
+    )
+}
+
+/// A tiny Llama scripted to always search: after the chat template's generation prompt it
+/// writes `<search>{query}</search>` (the ReSearch parser's stop), and after the search
+/// results (` <result>…</result>`) it answers `<answer>{answer}</answer>` and stops. The
+/// query's and the answer's tokens must all differ (see [`chain_model`]).
+pub fn searching_model(dir: &Path, query: &str, answer: &str) -> PathBuf {
+    chain_model(
+        dir,
+        &[
+            (
+                "<|im_start|>assistant\n",
+                &format!("<search>{query}</search>"),
+                false,
+            ),
+            ("</result>", &format!("<answer>{answer}</answer>"), true),
+        ],
+    )
+}
+
+/// A tiny Llama whose greedy continuation of the last token of each `after` text is the
+/// tokens of its `text` (then EOS where asked): every layer's output projections are zero, so
+/// the residual stream is the current token's embedding and the next token depends on the
+/// current one only; the embeddings and the head chain the tokens. No token may lead two links.
+pub fn chain_model(dir: &Path, chains: &[(&str, &str, bool)]) -> PathBuf {
     use candle_core::{DType, Device, Tensor};
     use research_host::model::tiny::{TINY, init_tiny};
     use research_host::model::{Architecture, load_model};
     init_tiny(Architecture::Llama, TINY, 9, None, dir).expect("tiny llama");
     let model = load_model(dir, DType::F32, &Device::Cpu).expect("loads");
     let tokenizer = &model.tokenizer;
-    let start = *tokenizer
-        .encode("<|im_start|>assistant\n")
-        .expect("encode")
-        .last()
-        .expect("a token");
-    let mut chain = vec![start];
-    chain.extend(
-        tokenizer
-            .encode(&format!("<answer> {answer} </answer>"))
-            .expect("encode"),
-    );
-    chain.push(tokenizer.eos_ids()[0]);
-    let steps = chain.len() - 1;
+    let mut links: Vec<(u32, u32)> = Vec::new();
+    for (after, text, eos) in chains {
+        let start = *tokenizer
+            .encode(after)
+            .expect("encode")
+            .last()
+            .expect("a token");
+        let mut chain = vec![start];
+        chain.extend(tokenizer.encode(text).expect("encode"));
+        if *eos {
+            chain.push(tokenizer.eos_ids()[0]);
+        }
+        links.extend(chain.windows(2).map(|pair| (pair[0], pair[1])));
+    }
     let mut seen = std::collections::HashSet::new();
     assert!(
-        chain[..steps].iter().all(|t| seen.insert(*t)),
-        "the answer {answer:?} repeats a token: {chain:?}"
+        links.iter().all(|(from, _)| seen.insert(*from)),
+        "a token leads two links: {links:?}"
     );
     assert!(
-        steps <= TINY.hidden,
-        "answer too long for a {}-wide model",
+        links.len() <= TINY.hidden,
+        "too many links for a {}-wide model",
         TINY.hidden
     );
     drop(model);
@@ -387,9 +419,9 @@ pub fn answering_model(dir: &Path, answer: &str) -> PathBuf {
     let hidden = TINY.hidden;
     let mut embed = vec![0f32; vocab * hidden];
     let mut head = vec![0f32; vocab * hidden];
-    for (i, pair) in chain.windows(2).enumerate() {
-        embed[pair[0] as usize * hidden + i] = 1.0;
-        head[pair[1] as usize * hidden + i] = 10.0;
+    for (i, (from, to)) in links.iter().enumerate() {
+        embed[*from as usize * hidden + i] = 1.0;
+        head[*to as usize * hidden + i] = 10.0;
     }
     tensors.insert(
         "model.embed_tokens.weight".into(),

@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand.
 
 pub mod corpus;
+pub mod demos;
 pub mod embedder;
 pub mod eval;
 pub mod generate;
@@ -10,6 +11,7 @@ pub mod plugins;
 pub mod report;
 pub mod reward;
 pub mod search;
+pub mod sft;
 pub mod train;
 
 use clap::{Args, Parser, Subcommand};
@@ -55,6 +57,12 @@ pub enum Command {
     Serve(search::ServeArgs),
     /// Evaluate a model on QA datasets with greedy rollouts: EM, F1, acc, searches, lengths.
     Eval(eval::EvalArgs),
+    /// Build warm-start trajectories: from QA pairs and the index (no teacher), from a run's
+    /// rewarded rollouts, or from a teacher's transcripts.
+    Demos(demos::DemosArgs),
+    /// Supervised fine-tuning on trajectories (a warm start before GRPO): cross-entropy on the
+    /// generated tokens only, checkpoints that `host train --model` takes.
+    Sft(sft::SftArgs),
     /// Train a policy with GRPO: multi-turn rollouts with search, rewards from the plugins.
     Train(train::TrainArgs),
     /// Chart a training run (reward, components, length, searches, KL, entropy) as PNGs and
@@ -114,6 +122,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Index(command) => index::run(command),
         Command::Search(args) => search::run_search(args),
         Command::Serve(args) => search::run_serve(args),
+        Command::Demos(args) => demos::run(args),
+        Command::Sft(args) => sft::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Report(args) => report::run(args),

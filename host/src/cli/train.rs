@@ -287,7 +287,12 @@ fn fresh_config(args: &TrainArgs) -> Result<TrainConfig> {
     }
     // Plugin choices go into the config, so that the saved config (and a resume) keeps them.
     fold_plugin_flags(&mut config, &args.use_plugin, &args.plugin_config)?;
-    // The saved config must work from any folder.
+    make_paths_absolute(&mut config)?;
+    Ok(config)
+}
+
+/// Makes the config's paths absolute, so that a saved config works from any folder.
+pub fn make_paths_absolute(config: &mut TrainConfig) -> Result<()> {
     let absolute = |p: &mut PathBuf| -> Result<()> {
         *p = crate::grpo::config::lexically_normal(&std::path::absolute(&*p)?);
         Ok(())
@@ -302,10 +307,11 @@ fn fresh_config(args: &TrainArgs) -> Result<TrainConfig> {
     ]
     .into_iter()
     .flatten()
+    .chain(config.sft.data.iter_mut())
     {
         absolute(p)?;
     }
-    Ok(config)
+    Ok(())
 }
 
 /// Writes `--use KIND=NAME` and `--config PLUGIN.KEY=VALUE` into the config's [plugins].
@@ -401,7 +407,7 @@ fn selection(config: &TrainConfig) -> Result<Selection> {
 }
 
 /// Training and validation questions.
-fn questions(config: &TrainConfig) -> Result<(QaSet, Vec<crate::data::qa::QaExample>)> {
+pub fn questions(config: &TrainConfig) -> Result<(QaSet, Vec<crate::data::qa::QaExample>)> {
     let d = &config.data;
     let (mut train, embedded_validation) = match &d.train {
         Some(path) => (load_qa(path, d.on_bad_record)?, None),

@@ -24,6 +24,10 @@ pub fn group_advantages(rewards: &[Option<f64>], mode: AdvantageMode) -> Vec<f64
     if scored.len() < 2 {
         return vec![0.0; rewards.len()];
     }
+    if !informative(rewards) {
+        // Exactly 0: a mean of equal rewards can differ from them in the last bit.
+        return vec![0.0; rewards.len()];
+    }
     let n = scored.len() as f64;
     let mean = scored.iter().sum::<f64>() / n;
     let var = scored.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0);
@@ -35,6 +39,33 @@ pub fn group_advantages(rewards: &[Option<f64>], mode: AdvantageMode) -> Vec<f64
         .iter()
         .map(|r| r.map_or(0.0, |r| (r - mean) * scale))
         .collect()
+}
+
+/// Whether a group can teach anything: at least two scored members whose rewards differ.
+/// DAPO's dynamic sampling leaves the other groups out of the loss.
+pub fn informative(rewards: &[Option<f64>]) -> bool {
+    let mut scored = rewards.iter().flatten();
+    match scored.next() {
+        Some(first) => scored.any(|r| r != first),
+        None => false,
+    }
+}
+
+/// DAPO's soft overlong punishment of a response of `length` tokens under a budget of
+/// `max` whose last `buffer` tokens are the punished zone: 0 up to `max − buffer`, then
+/// falling linearly to −`penalty` at `max`, −`penalty` beyond. 0 when `buffer` is 0.
+pub fn overlong_penalty(length: usize, max: usize, buffer: usize, penalty: f64) -> f64 {
+    if buffer == 0 {
+        return 0.0;
+    }
+    let start = max.saturating_sub(buffer);
+    if length <= start {
+        0.0
+    } else if length <= max {
+        -((length - start) as f64 / buffer as f64) * penalty
+    } else {
+        -penalty
+    }
 }
 
 #[cfg(test)]
@@ -95,5 +126,29 @@ mod tests {
         );
         let with_failure = group_advantages(&[Some(0.0), None, Some(1.0)], AdvantageMode::DrGrpo);
         close(&with_failure, &[-0.5, 0.0, 0.5]);
+    }
+
+    #[test]
+    fn informative_groups_have_differing_scored_rewards() {
+        assert!(informative(&[Some(0.0), Some(1.0)]));
+        assert!(informative(&[None, Some(0.1), Some(0.2)]));
+        assert!(!informative(&[Some(0.1), Some(0.1), None]));
+        assert!(!informative(&[Some(1.0)]));
+        assert!(!informative(&[None, None]));
+        // Three equal rewards whose float mean is not exactly them still give exact zeros.
+        let equal = [Some(0.1), Some(0.1), Some(0.1)];
+        assert_ne!((0.1f64 + 0.1 + 0.1) / 3.0, 0.1);
+        assert_eq!(group_advantages(&equal, AdvantageMode::Grpo), vec![0.0; 3]);
+    }
+
+    #[test]
+    fn soft_overlong_penalty_by_hand() {
+        // Budget 100, buffer 20: free up to 80, then −(L − 80)/20 · 0.5, −0.5 past 100.
+        assert_eq!(overlong_penalty(80, 100, 20, 0.5), 0.0);
+        assert_eq!(overlong_penalty(10, 100, 20, 0.5), 0.0);
+        assert!((overlong_penalty(90, 100, 20, 0.5) + 0.25).abs() < 1e-12);
+        assert!((overlong_penalty(100, 100, 20, 0.5) + 0.5).abs() < 1e-12);
+        assert_eq!(overlong_penalty(130, 100, 20, 0.5), -0.5);
+        assert_eq!(overlong_penalty(100, 100, 0, 0.5), 0.0);
     }
 }

@@ -3,7 +3,7 @@
 //! overrides from the command line.
 
 use super::advantages::AdvantageMode;
-use super::loss::LossAggregation;
+use super::loss::{ImportanceSampling, LossAggregation};
 use super::optim::{AdamWSettings, ScheduleKind};
 use crate::data::corpus::OnBadRecord;
 use anyhow::{Context, Result, bail};
@@ -26,6 +26,8 @@ pub struct TrainConfig {
     pub checkpoint: CheckpointSection,
     pub validation: ValidationSection,
     pub logging: LoggingSection,
+    /// The supervised warm start (`host sft`); `host train` ignores it.
+    pub sft: SftSection,
 }
 
 /// The policy.
@@ -171,6 +173,9 @@ pub struct GrpoSection {
     pub advantage: AdvantageMode,
     /// token-mean, seq-mean-token-mean or seq-mean-token-sum-norm (Dr.GRPO).
     pub loss_aggregation: LossAggregation,
+    /// The ratio is clipped to [1 − clip_low, 1 + clip_high]. Setting clip_high above
+    /// clip_low is DAPO's clip-higher (e.g. 0.2 / 0.28): low-probability tokens can rise
+    /// further, which keeps entropy from collapsing.
     pub clip_low: f64,
     pub clip_high: f64,
     /// k3 KL to the initial policy; 0 skips the reference model entirely.
@@ -185,6 +190,26 @@ pub struct GrpoSection {
     /// Reward given to a rollout whose plugin call failed, for the logged mean only: such
     /// rollouts are left out of the loss and of their group's statistics.
     pub error_reward: f64,
+    /// DAPO dynamic sampling: groups whose rewards are all equal (zero advantage) are left
+    /// out of the loss, and of its normaliser.
+    pub dynamic_sampling: bool,
+    /// With dynamic sampling, batches of `rollout.batch_prompts` questions drawn per step at
+    /// most while fewer than `batch_prompts` informative groups were found (1: no refill).
+    pub dynamic_sampling_max_batches: usize,
+    /// Skip the forward/backward of sequences that add nothing to the gradient (advantage 0
+    /// while `kl_coef` and `entropy_coef` are 0); they still count in the loss normaliser, so
+    /// the update is the same.
+    pub skip_zero_contribution: bool,
+    /// DAPO overlong filtering: responses cut by the token budget (finish `length`) are left
+    /// out of the loss.
+    pub overlong_filter: bool,
+    /// DAPO soft overlong punishment: the last `overlong_buffer` tokens of the response budget
+    /// cost up to `overlong_penalty` reward, linearly (0: off).
+    pub overlong_buffer: usize,
+    pub overlong_penalty: f64,
+    /// token (GRPO/PPO: one ratio per token) or sequence (GSPO: the geometric mean of a
+    /// sequence's token ratios, clipped as one; GSPO's paper clips at 3e-4 / 4e-4).
+    pub importance_sampling: ImportanceSampling,
 }
 
 impl Default for GrpoSection {
@@ -200,6 +225,13 @@ impl Default for GrpoSection {
             mini_batch_prompts: None,
             micro_batch_sequences: 4,
             error_reward: 0.0,
+            dynamic_sampling: false,
+            dynamic_sampling_max_batches: 1,
+            skip_zero_contribution: false,
+            overlong_filter: false,
+            overlong_buffer: 0,
+            overlong_penalty: 1.0,
+            importance_sampling: ImportanceSampling::Token,
         }
     }
 }
@@ -323,6 +355,57 @@ impl Default for LoggingSection {
     }
 }
 
+/// Supervised fine-tuning (`host sft`): the rest of its settings ([model], [optim]'s AdamW
+/// and clip, [run], [checkpoint], [validation], [rollout] for validation) are shared with
+/// `host train`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftSection {
+    /// Trajectory JSONL files (`host demos`, or a run's trajectories).
+    pub data: Vec<PathBuf>,
+    /// Passes over the trajectories.
+    pub epochs: u64,
+    /// Sequences per optimiser step.
+    pub batch_sequences: usize,
+    /// Sequences per forward/backward (gradients accumulate across them).
+    pub micro_batch_sequences: usize,
+    /// The warm start's own learning rate.
+    pub lr: f64,
+    /// constant or cosine (after warmup).
+    pub schedule: ScheduleKind,
+    /// Share of the optimiser steps spent warming up linearly.
+    pub warmup_ratio: f64,
+}
+
+impl Default for SftSection {
+    fn default() -> Self {
+        SftSection {
+            data: Vec::new(),
+            epochs: 3,
+            batch_sequences: 8,
+            micro_batch_sequences: 4,
+            lr: 1e-5,
+            schedule: ScheduleKind::Cosine,
+            warmup_ratio: 0.05,
+        }
+    }
+}
+
+impl SftSection {
+    /// Refuses settings that cannot work, naming the key.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 || self.batch_sequences == 0 || self.micro_batch_sequences == 0 {
+            bail!(
+                "sft.epochs, sft.batch_sequences and sft.micro_batch_sequences must be at least 1"
+            );
+        }
+        if !(self.lr.is_finite() && self.lr >= 0.0 && (0.0..1.0).contains(&self.warmup_ratio)) {
+            bail!("sft.lr must be a finite number ≥ 0 and sft.warmup_ratio in [0, 1)");
+        }
+        Ok(())
+    }
+}
+
 impl TrainConfig {
     /// Parses TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<TrainConfig> {
@@ -364,6 +447,9 @@ impl TrainConfig {
         if let Some(p) = self.run.out.as_mut() {
             fix(p);
         }
+        for p in &mut self.sft.data {
+            fix(p);
+        }
         fix(&mut self.plugins.dir);
     }
 
@@ -403,7 +489,7 @@ impl TrainConfig {
     /// Refuses settings that cannot work, naming the key.
     pub fn validate(&self) -> Result<()> {
         let r = &self.rollout;
-        let checks: [(bool, &str); 9] = [
+        let checks: [(bool, &str); 11] = [
             (r.group_size >= 1, "rollout.group_size must be at least 1"),
             (
                 r.batch_prompts >= 1,
@@ -424,6 +510,16 @@ impl TrainConfig {
             (
                 self.grpo.micro_batch_sequences >= 1,
                 "grpo.micro_batch_sequences must be at least 1",
+            ),
+            (
+                self.grpo.dynamic_sampling_max_batches >= 1,
+                "grpo.dynamic_sampling_max_batches must be at least 1",
+            ),
+            (
+                self.grpo.overlong_buffer <= r.max_response_tokens
+                    && self.grpo.overlong_penalty.is_finite()
+                    && self.grpo.overlong_penalty >= 0.0,
+                "grpo.overlong_buffer must be at most rollout.max_response_tokens and grpo.overlong_penalty a finite number ≥ 0",
             ),
             (
                 self.grpo.clip_low >= 0.0 && self.grpo.clip_low < 1.0 && self.grpo.clip_high >= 0.0,

@@ -24,6 +24,18 @@ pub enum LossAggregation {
     SeqMeanTokenSumNorm,
 }
 
+/// Which probability ratio the clipped surrogate takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImportanceSampling {
+    /// One ratio per token (GRPO, PPO).
+    #[default]
+    Token,
+    /// GSPO: one ratio per sequence, exp(mean over its kept tokens of logp − old), clipped as
+    /// a whole; the surrogate is averaged over sequences.
+    Sequence,
+}
+
 /// The loss coefficients.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LossSettings {
@@ -35,6 +47,7 @@ pub struct LossSettings {
     /// Entropy bonus coefficient (subtracted from the loss).
     pub entropy_coef: f64,
     pub aggregation: LossAggregation,
+    pub importance: ImportanceSampling,
 }
 
 impl Default for LossSettings {
@@ -45,6 +58,7 @@ impl Default for LossSettings {
             kl_coef: 0.001,
             entropy_coef: 0.001,
             aggregation: LossAggregation::TokenMean,
+            importance: ImportanceSampling::Token,
         }
     }
 }
@@ -148,39 +162,12 @@ pub fn policy_loss(
     let device = inputs.logprobs.device();
     let weights = token_weights(inputs.mask, settings.aggregation, scale);
 
-    // Clipped surrogate. The branch of max(−A·ρ, −A·clip(ρ)) is chosen from the values: where
-    // the clipped branch wins, the term is a constant (no gradient), as in PyTorch.
-    let ratio = (inputs.logprobs - inputs.old_logprobs)?.exp()?;
-    let ratio_values = ratio.to_vec2::<f32>()?;
     let (low, high) = (1.0 - settings.clip_low, 1.0 + settings.clip_high);
-    let mut coefficient = Vec::with_capacity(b * t);
-    let mut constant = Vec::with_capacity(b * t);
     let mut stats = LossStats::default();
-    for row in 0..b {
-        let a = inputs.advantages[row] as f64;
-        for col in 0..t {
-            let m = inputs.mask[row][col] as f64;
-            let w = weights[row][col] as f64;
-            let r = ratio_values[row][col] as f64;
-            let unclipped = -a * r;
-            let clipped = -a * r.clamp(low, high);
-            let clip_wins = clipped > unclipped;
-            if clip_wins {
-                coefficient.push(0.0f32);
-                constant.push((clipped * w) as f32);
-            } else {
-                coefficient.push((-a * w) as f32);
-                constant.push(0.0f32);
-            }
-            stats.tokens += m;
-            stats.pg_loss += m * unclipped.max(clipped);
-            stats.clipped += m * f64::from(u8::from(clip_wins));
-            stats.ratio += m * r;
-        }
-    }
-    let coefficient = Tensor::from_vec(coefficient, (b, t), device)?;
-    let constant = Tensor::from_vec(constant, (b, t), device)?;
-    let mut loss = ((ratio * coefficient)? + constant)?.sum_all()?;
+    let mut loss = match settings.importance {
+        ImportanceSampling::Token => token_surrogate(inputs, &weights, (low, high), &mut stats)?,
+        ImportanceSampling::Sequence => sequence_surrogate(inputs, scale, (low, high), &mut stats)?,
+    };
 
     let weights = Tensor::from_vec(
         weights.into_iter().flatten().collect::<Vec<f32>>(),
@@ -212,6 +199,104 @@ pub fn policy_loss(
         loss = (loss - (bonus * settings.entropy_coef)?)?;
     }
     Ok((loss, stats))
+}
+
+/// The token-level clipped surrogate Σ w·max(−A·ρ, −A·clip(ρ)). The branch is chosen from the
+/// values: where the clipped branch wins, the term is a constant (no gradient), as in PyTorch.
+fn token_surrogate(
+    inputs: &LossInputs,
+    weights: &[Vec<f32>],
+    (low, high): (f64, f64),
+    stats: &mut LossStats,
+) -> Result<Tensor> {
+    let (b, t) = inputs.logprobs.dims2()?;
+    let device = inputs.logprobs.device();
+    let ratio = (inputs.logprobs - inputs.old_logprobs)?.exp()?;
+    let ratio_values = ratio.to_vec2::<f32>()?;
+    let mut coefficient = Vec::with_capacity(b * t);
+    let mut constant = Vec::with_capacity(b * t);
+    for row in 0..b {
+        let a = inputs.advantages[row] as f64;
+        for col in 0..t {
+            let m = inputs.mask[row][col] as f64;
+            let w = weights[row][col] as f64;
+            let r = ratio_values[row][col] as f64;
+            let unclipped = -a * r;
+            let clipped = -a * r.clamp(low, high);
+            let clip_wins = clipped > unclipped;
+            if clip_wins {
+                coefficient.push(0.0f32);
+                constant.push((clipped * w) as f32);
+            } else {
+                coefficient.push((-a * w) as f32);
+                constant.push(0.0f32);
+            }
+            stats.tokens += m;
+            stats.pg_loss += m * unclipped.max(clipped);
+            stats.clipped += m * f64::from(u8::from(clip_wins));
+            stats.ratio += m * r;
+        }
+    }
+    let coefficient = Tensor::from_vec(coefficient, (b, t), device)?;
+    let constant = Tensor::from_vec(constant, (b, t), device)?;
+    Ok(((ratio * coefficient)? + constant)?.sum_all()?)
+}
+
+/// GSPO's sequence-level surrogate: per sequence s = exp(Σ m·(logp − old) / Σ m), the term
+/// max(−A·s, −A·clip(s)) weighted 1 / sequences of the mini-batch. Token statistics count
+/// each kept token with its sequence's ratio.
+fn sequence_surrogate(
+    inputs: &LossInputs,
+    scale: &LossScale,
+    (low, high): (f64, f64),
+    stats: &mut LossStats,
+) -> Result<Tensor> {
+    let (b, t) = inputs.logprobs.dims2()?;
+    let device = inputs.logprobs.device();
+    let kept: Vec<f64> = inputs
+        .mask
+        .iter()
+        .map(|row| row.iter().map(|&m| m as f64).sum())
+        .collect();
+    let mask = Tensor::from_vec(
+        inputs.mask.iter().flatten().copied().collect::<Vec<f32>>(),
+        (b, t),
+        device,
+    )?;
+    let inverse: Vec<f32> = kept
+        .iter()
+        .map(|&n| if n > 0.0 { (1.0 / n) as f32 } else { 0.0 })
+        .collect();
+    let inverse = Tensor::from_vec(inverse, b, device)?;
+    let log_ratio = (((inputs.logprobs - inputs.old_logprobs)? * mask)?.sum(1)? * inverse)?;
+    let ratio = log_ratio.exp()?;
+    let ratio_values = ratio.to_vec1::<f32>()?;
+    let weight = 1.0 / scale.sequences.max(1) as f64;
+    let mut coefficient = Vec::with_capacity(b);
+    let mut constant = 0.0f64;
+    for row in 0..b {
+        if kept[row] == 0.0 {
+            coefficient.push(0.0f32);
+            continue;
+        }
+        let a = inputs.advantages[row] as f64;
+        let r = ratio_values[row] as f64;
+        let unclipped = -a * r;
+        let clipped = -a * r.clamp(low, high);
+        let clip_wins = clipped > unclipped;
+        if clip_wins {
+            coefficient.push(0.0);
+            constant += clipped * weight;
+        } else {
+            coefficient.push((-a * weight) as f32);
+        }
+        stats.tokens += kept[row];
+        stats.pg_loss += kept[row] * unclipped.max(clipped);
+        stats.clipped += kept[row] * f64::from(u8::from(clip_wins));
+        stats.ratio += kept[row] * r;
+    }
+    let coefficient = Tensor::from_vec(coefficient, b, device)?;
+    Ok(((ratio * coefficient)?.sum_all()? + constant)?)
 }
 
 #[cfg(test)]
@@ -435,5 +520,60 @@ mod tests {
             ..inputs
         };
         assert!(policy_loss(&inputs, &s, &SCALE).is_err());
+    }
+
+    #[test]
+    fn sequence_importance_matches_gspo_by_hand() {
+        let f = fixture();
+        let logp = f.logp.as_tensor().to_vec2::<f32>().unwrap();
+        let old = f.old.to_vec2::<f32>().unwrap();
+        // Sequence ratios: exp of the mean log-ratio over each row's kept tokens.
+        let ratio = |row: usize| -> f64 {
+            let kept: Vec<usize> = (0..3).filter(|&i| f.mask[row][i] > 0.0).collect();
+            let sum: f64 = kept
+                .iter()
+                .map(|&i| (logp[row][i] - old[row][i]) as f64)
+                .sum();
+            (sum / kept.len() as f64).exp()
+        };
+        let (s0, s1) = (ratio(0), ratio(1));
+        assert!((s0 - 0.25f64.exp()).abs() < 1e-6 && (s1 - (-0.7f64 / 3.0).exp()).abs() < 1e-6);
+        let wide = LossSettings {
+            clip_low: 0.5,
+            clip_high: 0.5,
+            kl_coef: 0.0,
+            entropy_coef: 0.0,
+            importance: ImportanceSampling::Sequence,
+            ..LossSettings::default()
+        };
+        // Neither ratio is clipped at ±0.5: loss = mean over sequences of −A·s.
+        let (loss, stats) = run(&f, &wide, &SCALE);
+        let want = (0.5 * s1 - s0) / 2.0;
+        assert!((loss.to_scalar::<f32>().unwrap() as f64 - want).abs() < 1e-6);
+        assert_eq!(stats.clipped, 0.0);
+        // d/dlogp_t = −A·s·m_t / (n_row · sequences).
+        let g = loss.backward().unwrap();
+        let g = g.get(f.logp.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
+        assert!((g[0][0] as f64 + s0 / 4.0).abs() < 1e-6, "{g:?}");
+        assert!((g[1][1] as f64 - 0.5 * s1 / 6.0).abs() < 1e-6, "{g:?}");
+        assert_eq!(g[0][2], 0.0);
+        // At ±0.2 both sequences are clipped (s0 = 1.28 with A > 0, s1 = 0.79 with A < 0):
+        // constants, no gradient, and every kept token counted as clipped.
+        let tight = LossSettings {
+            clip_low: 0.2,
+            clip_high: 0.2,
+            ..wide
+        };
+        let (loss, stats) = run(&f, &tight, &SCALE);
+        assert!((loss.to_scalar::<f32>().unwrap() as f64 - (-1.2 + 0.5 * 0.8) / 2.0).abs() < 1e-6);
+        assert_eq!(stats.clipped, 5.0);
+        let g = loss.backward().unwrap();
+        assert!(g.get(f.logp.as_tensor()).is_none_or(|g| {
+            g.to_vec2::<f32>()
+                .unwrap()
+                .iter()
+                .flatten()
+                .all(|&x| x == 0.0)
+        }));
     }
 }

@@ -145,6 +145,41 @@ impl RunDir {
         Ok(())
     }
 
+    /// Writes the checkpoint of `state.step`: the policy in HF layout (tokenizer files from
+    /// `tokenizer_dir`), the optimiser moments and the state, staged in `.partial-*` and then
+    /// published with one rename; the newest `keep_last` are kept.
+    pub fn save_checkpoint(
+        &self,
+        policy: &crate::model::Policy,
+        tokenizer_dir: &Path,
+        optimizer: &super::optim::AdamW,
+        state: &TrainerState,
+        keep_last: usize,
+    ) -> Result<PathBuf> {
+        let staged = self
+            .checkpoints()
+            .join(format!(".partial-step-{:06}", state.step));
+        if staged.exists() {
+            std::fs::remove_dir_all(&staged)
+                .with_context(|| format!("cannot clear {}", staged.display()))?;
+        }
+        std::fs::create_dir_all(&staged)
+            .with_context(|| format!("cannot create {}", staged.display()))?;
+        crate::model::save_checkpoint(policy, tokenizer_dir, &staged.join("model"))?;
+        optimizer.save(&staged.join("optimizer.safetensors"))?;
+        let state_path = staged.join("state.json");
+        std::fs::write(&state_path, serde_json::to_string_pretty(state)?)
+            .with_context(|| format!("cannot write {}", state_path.display()))?;
+        self.publish_checkpoint(&staged, state.step, keep_last)?;
+        Ok(self.checkpoint(state.step))
+    }
+
+    /// The newest complete checkpoint to resume from, after clearing half-written ones.
+    pub fn resume_point(&self) -> Result<Option<(u64, PathBuf)>> {
+        self.clear_partial()?;
+        Ok(self.list_checkpoints()?.pop())
+    }
+
     /// Removes half-written checkpoints left by a killed run.
     pub fn clear_partial(&self) -> Result<()> {
         for entry in std::fs::read_dir(self.checkpoints())? {

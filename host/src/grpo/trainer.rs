@@ -7,14 +7,15 @@
 //! and checkpoints hold the exact weights and optimiser moments, so a resumed run continues
 //! exactly as the uninterrupted one would have.
 
-use super::advantages::group_advantages;
+use super::advantages::{group_advantages, informative, overlong_penalty};
 use super::config::TrainConfig;
 use super::loss::{LossInputs, LossScale, LossSettings, LossStats, policy_loss};
 use super::optim::{AdamW, LrSchedule, clip_grad_norm};
 use super::run_dir::{RunDir, TrainerState};
 use crate::data::qa::{QaExample, QaSet};
-use crate::model::{LoadedModel, PaddedBatch, Policy, SamplingParams, load_model, save_checkpoint};
-use crate::plugins::PluginSet;
+use crate::model::{LoadedModel, PaddedBatch, Policy, SamplingParams, load_model};
+use crate::plugins::{Finish, PluginSet};
+use crate::rollout::validation::validate;
 use crate::rollout::{Episodes, RolloutSettings, RolloutTimes, Trajectory};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor, Var};
@@ -54,6 +55,8 @@ pub struct Trainer {
     optimizer: AdamW,
     schedule: LrSchedule,
     step: u64,
+    /// Questions drawn so far (the data cursor; dynamic sampling may draw more than a batch).
+    cursor: u64,
     plugin_errors_total: u64,
 }
 
@@ -67,6 +70,67 @@ struct MicroBatch {
     reference: Option<Tensor>,
 }
 
+/// What an update did.
+#[derive(Debug, Clone, Copy, Default)]
+struct Update {
+    /// Loss sums over the micro-batches.
+    stats: LossStats,
+    /// The last optimiser step's gradient norm.
+    grad_norm: f64,
+    /// The largest |ratio − 1| seen.
+    max_ratio_dev: f64,
+    /// The last learning rate.
+    lr: f64,
+    /// Sequences run through forward/backward.
+    sequences_trained: usize,
+    /// Sequences in the loss that added nothing and were not run.
+    sequences_skipped: usize,
+    /// Generated tokens of the sequences run.
+    tokens_trained: usize,
+}
+
+/// Which groups of a step were drawn and trained.
+#[derive(Debug, Clone, Copy, Default)]
+struct Selection {
+    groups_drawn: usize,
+    /// Groups whose every advantage is 0 (nothing to learn from the reward).
+    zero_advantage_groups: usize,
+    groups_trained: usize,
+}
+
+/// The groups and sequences a step's loss is taken over: with dynamic sampling only the
+/// first `batch` groups whose rewards differ; within a group, the rollouts that did not fail
+/// and sampled something (and, with overlong filtering, were not cut by the budget).
+fn trained_groups<'a>(
+    trajectories: &'a [Trajectory],
+    batch: usize,
+    g: &super::config::GrpoSection,
+) -> Vec<Vec<&'a Trajectory>> {
+    let mut trained: Vec<Vec<&Trajectory>> = Vec::new();
+    for group in trajectories.chunk_by(|a, b| a.group == b.group) {
+        if g.dynamic_sampling && (!informative(&group_rewards(group)) || trained.len() >= batch) {
+            continue;
+        }
+        let kept: Vec<&Trajectory> = group
+            .iter()
+            .filter(|t| t.error.is_none() && t.generated_tokens() > 0)
+            .filter(|t| !(g.overlong_filter && t.finish == Finish::Length.to_string()))
+            .collect();
+        if !kept.is_empty() {
+            trained.push(kept);
+        }
+    }
+    trained
+}
+
+/// The rewards of a group, None for failed rollouts.
+fn group_rewards(group: &[Trajectory]) -> Vec<Option<f64>> {
+    group
+        .iter()
+        .map(|t| if t.error.is_some() { None } else { t.reward })
+        .collect()
+}
+
 /// Seconds per part of a step.
 #[derive(Debug, Clone, Copy, Default)]
 struct StepTimes {
@@ -75,7 +139,7 @@ struct StepTimes {
     optimizer: f64,
 }
 
-fn device_of(name: &str) -> Result<Device> {
+pub(crate) fn device_of(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
         "cuda" => Device::new_cuda(0).map_err(|e| {
@@ -87,7 +151,7 @@ fn device_of(name: &str) -> Result<Device> {
     }
 }
 
-fn dtype_of(name: &str) -> DType {
+pub(crate) fn dtype_of(name: &str) -> DType {
     if name == "bf16" {
         DType::BF16
     } else {
@@ -117,11 +181,7 @@ impl Trainer {
         config.validate()?;
         let device = device_of(&config.model.device)?;
         let dtype = dtype_of(&config.model.dtype);
-        let mut checkpoint = None;
-        if resume {
-            run.clear_partial()?;
-            checkpoint = run.list_checkpoints()?.pop();
-        }
+        let checkpoint = if resume { run.resume_point()? } else { None };
         let (model, state) = match &checkpoint {
             Some((_, dir)) => {
                 let state = RunDir::read_state(dir)?;
@@ -177,6 +237,7 @@ impl Trainer {
             .context("no parser plugin loaded")?;
         let stop_sequences = parser.stop_sequences()?;
         let step = state.as_ref().map_or(0, |s| s.step);
+        let cursor = state.as_ref().map_or(0, |s| s.data_cursor);
         if resume {
             match &checkpoint {
                 Some(_) => run.truncate_metrics(step)?,
@@ -201,6 +262,7 @@ impl Trainer {
             optimizer,
             schedule,
             step,
+            cursor,
             plugin_errors_total: 0,
         })
     }
@@ -264,17 +326,15 @@ impl Trainer {
         Ok(())
     }
 
-    /// Questions of training step `step` (1-based): the data cursor walks a fresh seeded
+    /// The `count` questions after the first `cursor` drawn: the cursor walks a fresh seeded
     /// permutation every epoch.
-    fn batch_examples(&self, step: u64) -> Vec<usize> {
+    fn draw(&self, cursor: u64, count: usize) -> Vec<usize> {
         let n = self.inputs.train.examples.len();
-        let batch = self.config.rollout.batch_prompts;
-        let start = (step - 1) * batch as u64;
         let mut order_epoch = u64::MAX;
         let mut order: Vec<usize> = Vec::new();
-        (0..batch as u64)
+        (0..count as u64)
             .map(|k| {
-                let global = start + k;
+                let global = cursor + k;
                 let epoch = global / n as u64;
                 if epoch != order_epoch {
                     order = (0..n).collect();
@@ -302,26 +362,29 @@ impl Trainer {
         }
     }
 
-    /// Rolls out and scores `examples` (indices into `set`); group g's seed derives from
-    /// (seed, `seed_step`, g).
+    /// Rolls out and scores `examples` (indices into `set`) as groups `first_group`, … ; group
+    /// g's seed derives from (seed, `seed_step`, g).
     fn rollouts(
         &self,
-        set: &[QaExample],
         examples: &[usize],
-        settings: &RolloutSettings,
+        first_group: usize,
         seed_step: u64,
         times: &mut StepTimes,
         errors: &mut Vec<String>,
     ) -> Result<Vec<Trajectory>> {
         let seed = self.config.run.seed;
-        self.episodes().run(
-            set,
+        let mut trajectories = self.episodes().run(
+            &self.inputs.train.examples,
             examples,
-            settings,
-            |group| derive_seed(seed, seed_step, group as u64),
+            &self.rollout_settings(false),
+            |group| derive_seed(seed, seed_step, (first_group + group) as u64),
             &mut times.rollout,
             errors,
-        )
+        )?;
+        for t in &mut trajectories {
+            t.group += first_group;
+        }
+        Ok(trajectories)
     }
 
     fn rollout_settings(&self, greedy: bool) -> RolloutSettings {
@@ -345,27 +408,30 @@ impl Trainer {
     pub fn train_step(&mut self) -> Result<Value> {
         let started = Instant::now();
         let step = self.step + 1;
-        let examples = self.batch_examples(step);
+        let batch = self.config.rollout.batch_prompts;
+        let g = self.config.grpo.clone();
+        let max_batches = if g.dynamic_sampling {
+            g.dynamic_sampling_max_batches
+        } else {
+            1
+        };
         let mut times = StepTimes::default();
         let mut errors = Vec::new();
-        let settings = self.rollout_settings(false);
-        let mut trajectories = self.rollouts(
-            &self.inputs.train.examples,
-            &examples,
-            &settings,
-            step,
-            &mut times,
-            &mut errors,
-        )?;
-        // Advantages per group (consecutive samples of one question).
-        for group in trajectories.chunk_by_mut(|a, b| a.group == b.group) {
-            let rewards: Vec<Option<f64>> = group
-                .iter()
-                .map(|t| if t.error.is_some() { None } else { t.reward })
-                .collect();
-            let advantages = group_advantages(&rewards, self.config.grpo.advantage);
-            for (t, a) in group.iter_mut().zip(advantages) {
-                t.advantage = a;
+        let mut trajectories: Vec<Trajectory> = Vec::new();
+        let mut informative_groups = 0;
+        for draw in 0..max_batches {
+            let examples = self.draw(self.cursor, batch);
+            self.cursor += batch as u64;
+            let mut drawn =
+                self.rollouts(&examples, draw * batch, step, &mut times, &mut errors)?;
+            self.score_groups(&mut drawn);
+            informative_groups += drawn
+                .chunk_by(|a, b| a.group == b.group)
+                .filter(|group| informative(&group_rewards(group)))
+                .count();
+            trajectories.append(&mut drawn);
+            if !g.dynamic_sampling || informative_groups >= batch {
+                break;
             }
         }
         for error in &errors {
@@ -373,7 +439,16 @@ impl Trainer {
         }
         self.plugin_errors_total += errors.len() as u64;
 
-        let (stats, grad_norm, max_ratio_dev, lr) = self.update(&trajectories, &mut times)?;
+        let trained = trained_groups(&trajectories, batch, &g);
+        let selection = Selection {
+            groups_drawn: trajectories.chunk_by(|a, b| a.group == b.group).count(),
+            zero_advantage_groups: trajectories
+                .chunk_by(|a, b| a.group == b.group)
+                .filter(|group| group.iter().all(|t| t.advantage == 0.0))
+                .count(),
+            groups_trained: trained.len(),
+        };
+        let update = self.update(&trained, &mut times)?;
         self.step = step;
         if self.config.logging.trajectories {
             self.run
@@ -383,32 +458,50 @@ impl Trainer {
         Ok(self.step_metrics(
             step,
             &trajectories,
-            &stats,
-            grad_norm,
-            max_ratio_dev,
-            lr,
+            &update,
+            &selection,
             errors.len(),
             &times,
             total,
         ))
     }
 
-    /// The policy update on one step's trajectories: returns the loss sums, the last grad
-    /// norm, the largest |ratio − 1| seen and the last learning rate.
-    fn update(
-        &mut self,
-        trajectories: &[Trajectory],
-        times: &mut StepTimes,
-    ) -> Result<(LossStats, f64, f64, f64)> {
+    /// Applies the soft overlong penalty to the rewards and sets the group advantages.
+    fn score_groups(&self, trajectories: &mut [Trajectory]) {
+        let g = &self.config.grpo;
+        if g.overlong_buffer > 0 {
+            for t in trajectories.iter_mut() {
+                if let Some(reward) = t.reward.as_mut() {
+                    let penalty = overlong_penalty(
+                        t.response_ids.len(),
+                        self.config.rollout.max_response_tokens,
+                        g.overlong_buffer,
+                        g.overlong_penalty,
+                    );
+                    *reward += penalty;
+                    t.components.push(("overlong_penalty".into(), penalty));
+                }
+            }
+        }
+        for group in trajectories.chunk_by_mut(|a, b| a.group == b.group) {
+            let advantages = group_advantages(&group_rewards(group), g.advantage);
+            for (t, a) in group.iter_mut().zip(advantages) {
+                t.advantage = a;
+            }
+        }
+    }
+
+    /// The policy update on the trained groups of one step.
+    fn update(&mut self, groups: &[Vec<&Trajectory>], times: &mut StepTimes) -> Result<Update> {
         // The forwards, backwards and updates run on a rayon worker (see `model::worker`).
-        crate::model::on_worker(|| self.update_on_worker(trajectories, times))
+        crate::model::on_worker(|| self.update_on_worker(groups, times))
     }
 
     fn update_on_worker(
         &mut self,
-        trajectories: &[Trajectory],
+        groups: &[Vec<&Trajectory>],
         times: &mut StepTimes,
-    ) -> Result<(LossStats, f64, f64, f64)> {
+    ) -> Result<Update> {
         let started = Instant::now();
         let g = &self.config.grpo;
         let settings = LossSettings {
@@ -417,27 +510,42 @@ impl Trainer {
             kl_coef: g.kl_coef,
             entropy_coef: g.entropy_coef,
             aggregation: g.loss_aggregation,
+            importance: g.importance_sampling,
         };
-        // Mini-batches of whole groups; within them, micro-batches of kept sequences.
+        // A sequence adds nothing to the gradient when its advantage is 0 and there is no KL
+        // or entropy term; skipped, it still counts in its mini-batch's normaliser.
+        let adds_nothing = |t: &Trajectory| {
+            g.skip_zero_contribution
+                && t.advantage == 0.0
+                && g.kl_coef == 0.0
+                && g.entropy_coef == 0.0
+        };
+        // Mini-batches of whole groups; within them, micro-batches of the sequences run.
         let per_mini = g
             .mini_batch_prompts
             .unwrap_or(self.config.rollout.batch_prompts);
-        let groups: Vec<&[Trajectory]> = trajectories.chunk_by(|a, b| a.group == b.group).collect();
-        let mut minis: Vec<Vec<Vec<&Trajectory>>> = Vec::new();
+        let mut update = Update::default();
+        let mut minis: Vec<(LossScale, Vec<Vec<&Trajectory>>)> = Vec::new();
         for chunk in groups.chunks(per_mini.max(1)) {
-            let kept: Vec<&Trajectory> = chunk
-                .iter()
-                .flat_map(|group| group.iter())
-                .filter(|t| t.error.is_none() && t.generated_tokens() > 0)
-                .collect();
-            if kept.is_empty() {
+            let kept: Vec<&Trajectory> = chunk.iter().flatten().copied().collect();
+            let scale = LossScale {
+                tokens: kept.iter().map(|t| t.generated_tokens()).sum(),
+                sequences: kept.len(),
+                max_response_tokens: self.config.rollout.max_response_tokens,
+            };
+            let run: Vec<&Trajectory> = kept.into_iter().filter(|t| !adds_nothing(t)).collect();
+            update.sequences_skipped += scale.sequences - run.len();
+            update.sequences_trained += run.len();
+            update.tokens_trained += run.iter().map(|t| t.generated_tokens()).sum::<usize>();
+            if run.is_empty() {
                 continue;
             }
-            minis.push(
-                kept.chunks(g.micro_batch_sequences)
+            minis.push((
+                scale,
+                run.chunks(g.micro_batch_sequences)
                     .map(|c| c.to_vec())
                     .collect(),
-            );
+            ));
         }
         let pad = self.model.tokenizer.eos_ids().first().copied().unwrap_or(0);
         // Log-probs of the policy that sampled: logits divided by the sampling temperature.
@@ -450,8 +558,8 @@ impl Trainer {
         // mini-batch is scored before any update of this step, so its old log-probs are its
         // first forward's, detached (exactly: the ratio is 1 there); the others are computed
         // now, before the first update. Reference log-probs (k3 KL) likewise, up front.
-        let mut prepared: Vec<Vec<MicroBatch>> = Vec::new();
-        for (m, mini) in minis.iter().enumerate() {
+        let mut prepared: Vec<(LossScale, Vec<MicroBatch>)> = Vec::new();
+        for (m, (scale, mini)) in minis.iter().enumerate() {
             let mut micro_batches = Vec::new();
             for micro in mini {
                 let sequences: Vec<Vec<u32>> = micro.iter().map(|t| t.full_ids()).collect();
@@ -494,7 +602,7 @@ impl Trainer {
                     reference,
                 });
             }
-            prepared.push(micro_batches);
+            prepared.push((*scale, micro_batches));
         }
         times.forward_backward += started.elapsed().as_secs_f64();
 
@@ -502,17 +610,12 @@ impl Trainer {
         let mut grad_norm = 0.0;
         let mut max_ratio_dev = 0.0f64;
         let mut lr = self.schedule.at(self.optimizer.steps_taken());
+        // With every sequence skipped there is no optimiser step: AdamW's momentum and weight
+        // decay would move the weights on a zero gradient.
         for _epoch in 0..self.config.grpo.ppo_epochs {
-            for micro_batches in &mut prepared {
+            for (scale, micro_batches) in &mut prepared {
                 let started = Instant::now();
-                let scale = LossScale {
-                    tokens: micro_batches
-                        .iter()
-                        .map(|m| m.mask.iter().flatten().sum::<f32>() as usize)
-                        .sum(),
-                    sequences: micro_batches.iter().map(|m| m.mask.len()).sum(),
-                    max_response_tokens: self.config.rollout.max_response_tokens,
-                };
+                let scale = *scale;
                 let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
                 for micro in micro_batches.iter_mut() {
                     let current = self
@@ -554,80 +657,48 @@ impl Trainer {
                 times.optimizer += started.elapsed().as_secs_f64();
             }
         }
-        Ok((stats, grad_norm, max_ratio_dev, lr))
+        update.stats = stats;
+        update.grad_norm = grad_norm;
+        update.max_ratio_dev = max_ratio_dev;
+        update.lr = lr;
+        Ok(update)
     }
 
     /// Greedy rollouts on the held-out questions: EM, F1, mean reward.
     pub fn validate(&self) -> Result<Value> {
-        let limit = match self.config.validation.limit {
-            0 => self.inputs.validation.len(),
-            n => n.min(self.inputs.validation.len()),
-        };
-        let settings = self.rollout_settings(true);
-        let mut times = StepTimes::default();
-        let mut errors = Vec::new();
-        let mut all = Vec::new();
         let chunk = (self.config.rollout.batch_prompts * self.config.rollout.group_size).max(1);
-        let indices: Vec<usize> = (0..limit).collect();
-        let set = &self.inputs.validation;
-        for part in indices.chunks(chunk) {
-            let mut t = self.rollouts(set, part, &settings, u64::MAX, &mut times, &mut errors)?;
-            all.append(&mut t);
-        }
+        let (validation, rollouts) = validate(
+            &self.episodes(),
+            &self.inputs.validation,
+            &self.rollout_settings(true),
+            self.config.validation.limit,
+            chunk,
+            self.config.grpo.error_reward,
+        )?;
         if self.config.logging.trajectories {
             self.run
-                .write_jsonl(&self.run.trajectories("validation", self.step), &all)?;
+                .write_jsonl(&self.run.trajectories("validation", self.step), &rollouts)?;
         }
-        let n = all.len().max(1) as f64;
-        let (mut em, mut f1, mut reward, mut searches) = (0.0, 0.0, 0.0, 0.0);
-        for t in &all {
-            let answer = t.answer.clone().unwrap_or_default();
-            em += qa_scoring::metrics::exact_match(&answer, &t.golden_answers);
-            f1 += qa_scoring::metrics::f1(&answer, &t.golden_answers);
-            reward += t.reward.unwrap_or(self.config.grpo.error_reward);
-            searches += t.queries.len() as f64;
-        }
-        Ok(json!({
-            "step": self.step,
-            "val_questions": all.len(),
-            "val_em": em / n,
-            "val_f1": f1 / n,
-            "val_reward": reward / n,
-            "val_searches": searches / n,
-            "val_plugin_errors": errors.len(),
-        }))
+        let mut value = serde_json::to_value(validation)?;
+        value["step"] = json!(self.step);
+        Ok(value)
     }
 
     /// Writes a checkpoint of the current step (atomic; the last K kept).
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
-        let staged = self
-            .run
-            .checkpoints()
-            .join(format!(".partial-step-{:06}", self.step));
-        if staged.exists() {
-            std::fs::remove_dir_all(&staged)
-                .with_context(|| format!("cannot clear {}", staged.display()))?;
-        }
-        std::fs::create_dir_all(&staged)
-            .with_context(|| format!("cannot create {}", staged.display()))?;
-        save_checkpoint(
-            &self.model.policy,
-            &self.inputs.model_dir,
-            &staged.join("model"),
-        )?;
-        self.optimizer.save(&staged.join("optimizer.safetensors"))?;
         let state = TrainerState {
             step: self.step,
-            data_cursor: self.step * self.config.rollout.batch_prompts as u64,
+            data_cursor: self.cursor,
             optimizer_steps: self.optimizer.steps_taken(),
             seed: self.config.run.seed,
         };
-        let state_path = staged.join("state.json");
-        std::fs::write(&state_path, serde_json::to_string_pretty(&state)?)
-            .with_context(|| format!("cannot write {}", state_path.display()))?;
-        self.run
-            .publish_checkpoint(&staged, self.step, self.config.checkpoint.keep_last)?;
-        Ok(self.run.checkpoint(self.step))
+        self.run.save_checkpoint(
+            &self.model.policy,
+            &self.inputs.model_dir,
+            &self.optimizer,
+            &state,
+            self.config.checkpoint.keep_last,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -635,14 +706,13 @@ impl Trainer {
         &self,
         step: u64,
         trajectories: &[Trajectory],
-        stats: &LossStats,
-        grad_norm: f64,
-        max_ratio_dev: f64,
-        lr: f64,
+        update: &Update,
+        selection: &Selection,
         plugin_errors: usize,
         times: &StepTimes,
         total: f64,
     ) -> Value {
+        let stats = &update.stats;
         let n = trajectories.len().max(1) as f64;
         let rewards: Vec<f64> = trajectories
             .iter()
@@ -674,12 +744,11 @@ impl Trainer {
         let response_tokens: usize = trajectories.iter().map(|t| t.response_ids.len()).sum();
         let generated: usize = trajectories.iter().map(Trajectory::generated_tokens).sum();
         let searches: usize = trajectories.iter().map(|t| t.queries.len()).sum();
-        let epoch = (step * self.config.rollout.batch_prompts as u64) as f64
-            / self.inputs.train.examples.len().max(1) as f64;
+        let epoch = self.cursor as f64 / self.inputs.train.examples.len().max(1) as f64;
         json!({
             "step": step,
             "epoch": epoch,
-            "lr": lr,
+            "lr": update.lr,
             "reward_mean": mean,
             "reward_std": std,
             "reward_components": components,
@@ -694,8 +763,15 @@ impl Trainer {
             "pg_loss": stats.mean(stats.pg_loss),
             "clip_fraction": stats.mean(stats.clipped),
             "ratio_mean": stats.mean(stats.ratio),
-            "ratio_max_deviation": max_ratio_dev,
-            "grad_norm": grad_norm,
+            "ratio_max_deviation": update.max_ratio_dev,
+            "grad_norm": update.grad_norm,
+            "groups_drawn": selection.groups_drawn,
+            "zero_advantage_share":
+                selection.zero_advantage_groups as f64 / selection.groups_drawn.max(1) as f64,
+            "groups_trained": selection.groups_trained,
+            "sequences_trained": update.sequences_trained,
+            "sequences_skipped": update.sequences_skipped,
+            "tokens_trained": update.tokens_trained,
             "tokens_per_s": generated as f64 / times.rollout.generation.max(1e-9),
             "time": {
                 "generation": times.rollout.generation,
@@ -735,7 +811,7 @@ fn mini_batches(config: &TrainConfig) -> usize {
     config.rollout.batch_prompts.div_ceil(per)
 }
 
-fn progress_bar(total: u64, position: u64, quiet: bool) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(total: u64, position: u64, quiet: bool) -> indicatif::ProgressBar {
     if quiet {
         return indicatif::ProgressBar::hidden();
     }
@@ -750,7 +826,7 @@ fn progress_bar(total: u64, position: u64, quiet: bool) -> indicatif::ProgressBa
     bar
 }
 
-fn log_line(bar: &indicatif::ProgressBar, line: &str) {
+pub(crate) fn log_line(bar: &indicatif::ProgressBar, line: &str) {
     if bar.is_hidden() {
         eprintln!("{line}");
     } else {
@@ -803,4 +879,79 @@ pub fn timestamped_run_dir(prefix: &str) -> PathBuf {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     Path::new("runs").join(format!("{prefix}-{secs}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grpo::config::GrpoSection;
+
+    fn rollout(group: usize, reward: f64, finish: &str) -> Trajectory {
+        Trajectory {
+            group,
+            example: group,
+            id: format!("q{group}"),
+            sample: 0,
+            question: String::new(),
+            golden_answers: vec![],
+            prompt_text: String::new(),
+            prompt_ids: vec![1],
+            response_ids: vec![2, 3],
+            loss_mask: vec![1, 1],
+            segments: vec![],
+            response_text: String::new(),
+            queries: vec![],
+            answer: None,
+            finish: finish.into(),
+            turns: 0,
+            error: None,
+            reward: Some(reward),
+            components: vec![],
+            advantage: 0.0,
+        }
+    }
+
+    #[test]
+    fn dynamic_sampling_keeps_only_informative_groups_up_to_the_batch() {
+        // Groups 0 and 2 are all-equal; 1, 3 and 4 differ.
+        let rewards = [[0.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, 0.1], [0.2, 0.3]];
+        let trajectories: Vec<Trajectory> = rewards
+            .iter()
+            .enumerate()
+            .flat_map(|(g, r)| r.iter().map(move |&r| rollout(g, r, "eos")))
+            .collect();
+        let plain = GrpoSection::default();
+        assert_eq!(trained_groups(&trajectories, 2, &plain).len(), 5);
+        let dynamic = GrpoSection {
+            dynamic_sampling: true,
+            ..GrpoSection::default()
+        };
+        let groups: Vec<usize> = trained_groups(&trajectories, 2, &dynamic)
+            .iter()
+            .map(|g| g[0].group)
+            .collect();
+        assert_eq!(groups, vec![1, 3]);
+        for group in trained_groups(&trajectories, 5, &dynamic) {
+            assert!(informative(
+                &group.iter().map(|t| t.reward).collect::<Vec<_>>()
+            ));
+        }
+    }
+
+    #[test]
+    fn overlong_filtering_drops_cut_responses() {
+        let trajectories = vec![rollout(0, 0.0, "length"), rollout(0, 1.0, "eos")];
+        let filter = GrpoSection {
+            overlong_filter: true,
+            ..GrpoSection::default()
+        };
+        let kept = trained_groups(&trajectories, 1, &filter);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].len(), 1);
+        assert_eq!(kept[0][0].finish, "eos");
+        assert_eq!(
+            trained_groups(&trajectories, 1, &GrpoSection::default())[0].len(),
+            2
+        );
+    }
 }

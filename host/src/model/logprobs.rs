@@ -64,7 +64,7 @@ impl Policy {
         batch: &PaddedBatch,
         temperature: f32,
     ) -> Result<TokenStats> {
-        let (b, t) = batch.ids.dims2()?;
+        let (_, t) = batch.ids.dims2()?;
         if t < 2 {
             bail!("sequences need at least two tokens to score a next token");
         }
@@ -72,6 +72,30 @@ impl Policy {
             bail!("the temperature must be positive, not {temperature}");
         }
         let logits = self.forward_train(&batch.ids, &batch.mask)?;
+        self.stats_of_logits(&logits, batch, temperature)
+    }
+
+    /// [`Policy::token_stats`] and the model's most likely token at every position ([b, t − 1]
+    /// u32, no gradient), for the token accuracy of supervised training.
+    pub fn token_stats_and_argmax(&self, batch: &PaddedBatch) -> Result<(TokenStats, Tensor)> {
+        let (_, t) = batch.ids.dims2()?;
+        if t < 2 {
+            bail!("sequences need at least two tokens to score a next token");
+        }
+        let logits = self.forward_train(&batch.ids, &batch.mask)?;
+        let argmax = logits.detach().narrow(1, 0, t - 1)?.argmax(D::Minus1)?;
+        Ok((self.stats_of_logits(&logits, batch, 1.0)?, argmax))
+    }
+
+    /// Log-probs and entropies from the training forward's logits.
+    fn stats_of_logits(
+        &self,
+        logits: &Tensor,
+        batch: &PaddedBatch,
+        temperature: f32,
+    ) -> Result<TokenStats> {
+        let (b, t) = batch.ids.dims2()?;
+        let logits = logits.clone();
         let valid = batch.mask.narrow(1, 1, t - 1)?;
         if fused::applies(&logits) {
             // One pass per position over the vocabulary. Every position is scored (the last

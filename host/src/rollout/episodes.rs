@@ -4,7 +4,7 @@
 use super::runner::{PromptInput, RolloutPlugins, RolloutSettings, RolloutTimes, run_rollouts};
 use super::trajectory::Trajectory;
 use crate::data::qa::QaExample;
-use crate::model::LoadedModel;
+use crate::model::{LoadedModel, ModelTokenizer};
 use crate::plugins::{Finish, PluginSet, Rendered, RewardSample};
 use anyhow::{Context, Result};
 use std::time::Instant;
@@ -19,30 +19,12 @@ pub struct Episodes<'a> {
 impl Episodes<'_> {
     /// Renders and tokenises the prompt of a question; an error text names what failed.
     pub fn render(&self, question: &str) -> Result<(String, Vec<u32>), String> {
-        let prompt = self
-            .plugins
-            .prompt
-            .as_ref()
-            .ok_or("no prompt plugin loaded")?;
-        let tokenizer = &self.model.tokenizer;
-        let text = match prompt.render(question).map_err(|e| e.to_string())? {
-            Rendered::Text(text) => text,
-            Rendered::Chat(messages) => tokenizer
-                .apply_chat_template(&messages, true)
-                .map_err(|e| format!("{e:#}"))?,
-        };
-        let ids = tokenizer.encode(&text).map_err(|e| format!("{e:#}"))?;
-        if ids.is_empty() {
-            return Err("the rendered prompt has no tokens".into());
-        }
-        let context = self.model.policy.config().max_position_embeddings;
-        if ids.len() + 2 > context {
-            return Err(format!(
-                "the prompt has {} tokens; the model's context is {context}",
-                ids.len()
-            ));
-        }
-        Ok((text, ids))
+        render_prompt(
+            self.plugins,
+            &self.model.tokenizer,
+            self.model.policy.config().max_position_embeddings,
+            question,
+        )
     }
 
     /// Rolls out `settings.group_size` samples of each of `examples` (indices into `set`),
@@ -126,4 +108,32 @@ impl Episodes<'_> {
         times.plugins += started.elapsed().as_secs_f64();
         Ok(trajectories)
     }
+}
+
+/// Renders a question with the prompt plugin (and the chat template when the plugin returns
+/// messages) and tokenises it; refused when it leaves no room in a `context`-token window.
+pub fn render_prompt(
+    plugins: &PluginSet,
+    tokenizer: &ModelTokenizer,
+    context: usize,
+    question: &str,
+) -> Result<(String, Vec<u32>), String> {
+    let prompt = plugins.prompt.as_ref().ok_or("no prompt plugin loaded")?;
+    let text = match prompt.render(question).map_err(|e| e.to_string())? {
+        Rendered::Text(text) => text,
+        Rendered::Chat(messages) => tokenizer
+            .apply_chat_template(&messages, true)
+            .map_err(|e| format!("{e:#}"))?,
+    };
+    let ids = tokenizer.encode(&text).map_err(|e| format!("{e:#}"))?;
+    if ids.is_empty() {
+        return Err("the rendered prompt has no tokens".into());
+    }
+    if ids.len() + 2 > context {
+        return Err(format!(
+            "the prompt has {} tokens; the model's context is {context}",
+            ids.len()
+        ));
+    }
+    Ok((text, ids))
 }

@@ -4,6 +4,7 @@
 pub mod episodes;
 pub mod runner;
 pub mod trajectory;
+pub mod validation;
 
 pub use episodes::Episodes;
 pub use runner::{PromptInput, RolloutPlugins, RolloutSettings, RolloutTimes, run_rollouts};

@@ -350,7 +350,11 @@ const KEPT_TAIL_CHARS: usize = 24;
 /// The tokens of an observation, at most `max_tokens`: a longer one keeps its head and its
 /// last [`KEPT_TAIL_CHARS`] characters (the reference cuts the tail off, closing tag included,
 /// which fails every format rule).
-fn cap_observation(tokenizer: &ModelTokenizer, text: &str, max_tokens: usize) -> Result<Vec<u32>> {
+pub fn cap_observation(
+    tokenizer: &ModelTokenizer,
+    text: &str,
+    max_tokens: usize,
+) -> Result<Vec<u32>> {
     let ids = tokenizer.encode(text)?;
     if ids.len() <= max_tokens {
         return Ok(ids);
