@@ -510,15 +510,67 @@ fn dynamic_sampling_trains_only_on_groups_that_differ_and_skipping_changes_nothi
         ],
     );
     for m in &varied {
-        let zero_share = m["zero_advantage_share"].as_f64().unwrap();
-        let drawn = m["groups_drawn"].as_u64().unwrap();
-        let trained = m["groups_trained"].as_u64().unwrap();
-        // Trained groups are exactly the drawn groups that differ, at most a batch of them.
-        let informative = (drawn as f64 * (1.0 - zero_share)).round() as u64;
-        assert_eq!(trained, informative.min(2), "{m}");
-        assert!(m["sequences_trained"].as_u64().unwrap() <= trained * 3);
-        assert!(m["grad_norm"].as_f64().unwrap() > 0.0 || trained == 0);
+        assert_eq!(m["groups_drawn"], 2, "{m}");
+        assert_eq!(m["zero_advantage_share"], 0.0, "{m}");
+        assert_eq!(m["groups_trained"], 2, "{m}");
+        assert_eq!(m["sequences_trained"], 6, "{m}");
+        assert!(m["grad_norm"].as_f64().unwrap() > 0.0, "{m}");
     }
+
+    // The soft overlong penalty: the last 16 of 24 tokens cost up to 0.5, on top of the
+    // shipped reward's 0, and the trajectories record it as a component.
+    let penalised = dir.path().join("penalised");
+    succeed(&[
+        "train",
+        "--steps",
+        "1",
+        "--out",
+        s(&penalised),
+        "--quiet",
+        "--plugins=plugins",
+        "--set",
+        "rollout.batch_prompts=2",
+        "--set",
+        "rollout.group_size=3",
+        "--set",
+        "rollout.max_response_tokens=24",
+        "--set",
+        "grpo.overlong_buffer=16",
+        "--set",
+        "grpo.overlong_penalty=0.5",
+        "--set",
+        "validation.every=0",
+        "--set",
+        "checkpoint.every=0",
+    ]);
+    let text = std::fs::read_to_string(penalised.join("trajectories/step-000001.jsonl")).unwrap();
+    let mut punished = 0;
+    for line in text.lines() {
+        let t: Value = serde_json::from_str(line).unwrap();
+        let length = t["response_ids"].as_array().unwrap().len() as f64;
+        let want = if length <= 8.0 {
+            0.0
+        } else {
+            -(length - 8.0) / 16.0 * 0.5
+        };
+        let reward = t["reward"].as_f64().unwrap();
+        assert!(
+            (reward - want).abs() < 1e-9,
+            "{length} tokens: {reward} vs {want}"
+        );
+        let component = t["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c[0] == "overlong_penalty")
+            .expect("the penalty component");
+        assert!((component[1].as_f64().unwrap() - want).abs() < 1e-9);
+        punished += usize::from(want < 0.0);
+    }
+    assert!(
+        punished > 0,
+        "no response reached the punished zone: {text}"
+    );
 
     // Skipping sequences that add nothing: with the flat reward every sequence is skipped,
     // and the run is the same as without skipping (no gradient either way; weight decay off,

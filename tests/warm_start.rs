@@ -277,12 +277,21 @@ fn sft_resumes_after_sigkill_line_for_line() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    // A resume needs the same trajectories.
+    let saved = std::fs::read_to_string(&demos).unwrap();
+    let fewer: Vec<&str> = saved.lines().skip(1).collect();
+    std::fs::write(&demos, fewer.join("\n") + "\n").unwrap();
+    let error = fail(&["sft", "--resume", s(&killed), "--quiet"]);
+    assert!(error.contains("changed since the run started"), "{error}");
+    std::fs::write(&demos, &saved).unwrap();
     let log = succeed(&["sft", "--resume", s(&killed), "--quiet"]);
     assert!(log.contains("resuming after step"), "{log}");
     assert_eq!(comparable(&whole), comparable(&killed));
-    // A resume takes no other flag.
+    // A resume takes no other flag, and each kind of run resumes with its own command.
     let error = fail(&["sft", "--resume", s(&killed), "--lr", "1"]);
     assert!(error.contains("only --quiet"), "{error}");
+    let error = fail(&["train", "--resume", s(&killed)]);
+    assert!(error.contains("is a `host sft` run"), "{error}");
 }
 
 #[test]
@@ -411,6 +420,35 @@ fn transcripts_and_rewarded_rollouts_become_trajectories() {
         s(&rft),
     ]);
     assert!(error.contains("neither"), "{error}");
+    let error = fail(&["sft", "--resume", s(&train)]);
+    assert!(error.contains("not a `host sft` run"), "{error}");
+
+    // An evaluation folder's records work too, with a warning that they are test questions.
+    let eval = dir.path().join("eval");
+    succeed(&[
+        "eval",
+        "--plugins=plugins",
+        "--quiet",
+        "--limit",
+        "2",
+        "--max-response-tokens",
+        "24",
+        "--out",
+        s(&eval),
+    ]);
+    let log = succeed(&[
+        "demos",
+        "--from-run",
+        s(&eval),
+        "--min-reward",
+        "0",
+        "--out",
+        s(&rft),
+    ]);
+    assert!(
+        log.contains("2 rollouts read") && log.contains("test questions"),
+        "{log}"
+    );
 }
 
 #[test]

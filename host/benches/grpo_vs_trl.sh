@@ -66,6 +66,7 @@ print("|---|---:|---:|")
 print(f"| GRPO step, s (median after step 1) | {ours['median_after_first']:.1f} | {theirs['median_after_first']:.1f} |")
 print(f"| per step, s | {', '.join(f'{t:.1f}' for t in ours['step_s'])} | {', '.join(f'{t:.1f}' for t in theirs['step_s'])} |")
 print(f"| peak RSS | {ours['peak_rss_gib']:.1f} GiB | {theirs['peak_rss_gib']:.1f} GiB |")
-print(f"\nours: response length {ours['response_length']}, split {ours['split']}")
+print(f"| mean response tokens per step | {', '.join(f'{x:.0f}' for x in ours['response_length'])} | {', '.join(f'{x:.0f}' for x in theirs['completion_length'])} |")
+print(f"\nours: split {ours['split']}")
 print(f"TRL / research-host step time: {theirs['median_after_first'] / ours['median_after_first']:.2f}")
 PY

@@ -71,6 +71,7 @@ def main():
         num_iterations=1,
         temperature=1.0,
         top_p=1.0,
+        top_k=0,
         max_steps=args.steps,
         logging_steps=1,
         save_strategy="no",
@@ -96,12 +97,19 @@ def main():
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
     import trl
 
+    lengths = [
+        entry["completions/mean_length"]
+        for entry in trainer.state.log_history
+        if "completions/mean_length" in entry
+    ]
+
     print(
         json.dumps(
             {
                 "trl": trl.__version__,
                 "step_s": timer.times,
                 "median_after_first": statistics.median(timer.times[1:] or timer.times),
+                "completion_length": lengths,
                 "peak_rss_gib": peak,
             }
         )

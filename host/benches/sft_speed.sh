@@ -8,8 +8,9 @@
 # Writes SEQUENCES (default 40) trajectories of PROMPT_TOKENS (200) + RESPONSE_TOKENS (300)
 # token ids, seeded, whose response holds one observation span of a third of its length (loss
 # mask 0), then trains SEQUENCES / 8 steps of 8 sequences in micro-batches of 4 on both sides
-# (AdamW, lr 1e-5 constant, clip 1.0) and prints tokens per second per step, the medians after
-# the first step and the peak RSS. The peer venv (torch, transformers) is cached in
+# (AdamW, lr 1e-5 constant, clip 1.0), both in the file's order, and prints tokens per second
+# per step, the medians after the first step, each step's loss (the same batches and weights:
+# the two columns should agree) and the peak RSS. The peer venv (torch, transformers) is cached in
 # ${RESEARCH_HOST_CACHE:-~/.cache/research-host}/venv.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -44,11 +45,12 @@ with open(path, "w") as f:
             "turns": 0, "error": None, "reward": 1.0, "components": [], "advantage": 0.0}) + "\n")
 PY
 export RAYON_NUM_THREADS=2 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
-steps=$((n / 8))
+steps=$(((n + 7) / 8))
 echo "== research-host: host sft, $steps steps of 8 x ($prompt + $response) tokens"
 /usr/bin/time -f "peak RSS %M KB" -o "$work/time.txt" $host sft --plugins plugins --model "$model" \
   --data "$work/seq.jsonl" --out "$work/run" --epochs 1 --lr 1e-5 --quiet \
   --set sft.batch_sequences=8 --set sft.micro_batch_sequences=4 --set sft.warmup_ratio=0 \
+  --set sft.shuffle=false \
   --set sft.schedule=constant --set validation.every=0 --set checkpoint.every=0 >/dev/null 2>&1
 ours=$(python3 - "$work/run/metrics.jsonl" "$work/time.txt" <<'PY'
 import json, statistics, sys

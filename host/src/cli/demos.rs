@@ -58,17 +58,17 @@ pub struct DemosArgs {
     )]
     pub from_run: Option<PathBuf>,
     /// The reward a rollout needs to be kept (with --from-run).
-    #[arg(long, value_name = "R")]
+    #[arg(long, value_name = "R", requires = "from_run")]
     pub min_reward: Option<f64>,
     /// Re-tokenise a teacher's transcripts instead.
     #[arg(long, value_name = "FILE")]
     pub transcripts: Option<PathBuf>,
     /// Wording: research, searchr1 or a TOML file [default: searchr1 when the active
     /// parser's `dialect` setting is searchr1, else research].
-    #[arg(long, value_name = "NAME|FILE")]
+    #[arg(long, value_name = "NAME|FILE", conflicts_with = "from_run")]
     pub template: Option<String>,
     /// Use only the first N questions.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["from_run", "transcripts"])]
     pub limit: Option<usize>,
     /// Entities of the first results tried as a second query when they lack the answer.
     #[arg(long, default_value_t = 4)]
@@ -104,6 +104,13 @@ pub fn run(args: DemosArgs) -> Result<ExitCode> {
     if let Some(folder) = &args.from_run {
         let min_reward = args.min_reward.context("--from-run needs --min-reward")?;
         let collected = from_run(folder, min_reward)?;
+        if !folder.join("trajectories").is_dir() {
+            eprintln!(
+                "warning: {} is an evaluation: its questions are test questions, and a model \
+                 trained on them can no longer be evaluated on them",
+                folder.display()
+            );
+        }
         eprintln!(
             "{} rollouts read from {}: {} kept (reward ≥ {min_reward}), {} below it, {} failed \
              or empty, {} duplicates",

@@ -9,6 +9,8 @@ use crate::model::loader::read_config;
 use crate::sft::{SftInputs, SftTrainer, drop_held_out, load_trajectories};
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -81,6 +83,37 @@ pub struct SftArgs {
     pub cache_dir: Option<PathBuf>,
 }
 
+/// The file of an SFT run folder that identifies its trajectories (and marks the folder as
+/// a warm start's).
+pub const DATA_FINGERPRINT: &str = "sft-data.json";
+
+/// What a warm start trained on: a resumed run must see the same trajectories.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct DataFingerprint {
+    trajectories: usize,
+    /// SHA-256 over every example's ids and mask, in order.
+    sha256: String,
+}
+
+impl DataFingerprint {
+    fn of(examples: &[crate::sft::SftExample]) -> DataFingerprint {
+        let mut hash = Sha256::new();
+        for e in examples {
+            hash.update((e.ids.len() as u64).to_le_bytes());
+            for id in &e.ids {
+                hash.update(id.to_le_bytes());
+            }
+            for m in &e.mask {
+                hash.update(m.to_le_bytes());
+            }
+        }
+        DataFingerprint {
+            trajectories: examples.len(),
+            sha256: hex::encode(hash.finalize()),
+        }
+    }
+}
+
 /// Runs `host sft`.
 pub fn run(args: SftArgs) -> Result<ExitCode> {
     let (config, run_dir, resume) = match &args.resume {
@@ -137,8 +170,28 @@ pub fn run(args: SftArgs) -> Result<ExitCode> {
         bail!("every trajectory's question is a validation question; nothing is left to train on");
     }
     let run = RunDir::create(&run_dir)?;
-    if !resume {
+    let fingerprint = DataFingerprint::of(&examples);
+    let fingerprint_path = run_dir.join(DATA_FINGERPRINT);
+    if resume {
+        let saved: DataFingerprint = serde_json::from_str(
+            &std::fs::read_to_string(&fingerprint_path)
+                .with_context(|| format!("cannot read {}", fingerprint_path.display()))?,
+        )
+        .with_context(|| format!("invalid {}", fingerprint_path.display()))?;
+        if saved != fingerprint {
+            bail!(
+                "the trajectories of {} changed since the run started ({} then, {} now, or                  other contents); an exact continuation needs the same data: start a new run",
+                run_dir.display(),
+                saved.trajectories,
+                fingerprint.trajectories
+            );
+        }
+    } else {
         write_atomic(&run.config(), text.as_bytes())?;
+        write_atomic(
+            &fingerprint_path,
+            serde_json::to_string_pretty(&fingerprint)?.as_bytes(),
+        )?;
     }
     let inputs = SftInputs {
         model_dir,
@@ -222,6 +275,12 @@ fn resumed_config(args: &SftArgs, run_dir: &Path) -> Result<TrainConfig> {
     if !path.is_file() {
         bail!(
             "{} is not a run folder (it has no config.toml)",
+            run_dir.display()
+        );
+    }
+    if !run_dir.join(DATA_FINGERPRINT).is_file() {
+        bail!(
+            "{} is not a `host sft` run (it has no {DATA_FINGERPRINT}); continue a GRPO run              with `host train --resume`",
             run_dir.display()
         );
     }

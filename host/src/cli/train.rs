@@ -356,6 +356,14 @@ fn resumed_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainConfig> {
             run_dir.display()
         );
     }
+    if run_dir.join(super::sft::DATA_FINGERPRINT).is_file() {
+        bail!(
+            "{} is a `host sft` run; continue it with `host sft --resume`, or train from its \
+             checkpoint with `host train --model {}/checkpoints/step-N/model`",
+            run_dir.display(),
+            run_dir.display()
+        );
+    }
     let changed = args.config_file.is_some()
         || args.plugins.is_some()
         || !args.use_plugin.is_empty()

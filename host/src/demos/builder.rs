@@ -6,12 +6,13 @@
 //! queries and the answer) and scored by the reward plugin.
 
 use super::template::{DemoTemplate, Fill, fill};
+use super::{assemble_response, finish_of};
 use crate::data::qa::QaExample;
 use crate::model::ModelTokenizer;
 use crate::plugins::{Action, Finish, Passage, PluginSet, RewardSample};
 use crate::rollout::episodes::render_prompt;
 use crate::rollout::runner::cap_observation;
-use crate::rollout::{Segment, SegmentKind, Trajectory};
+use crate::rollout::{SegmentKind, Trajectory};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 
@@ -322,53 +323,17 @@ impl DemoBuilder<'_> {
         if qa_scoring::metrics::exact_match(&read_back, &qa.golden_answers) < 1.0 {
             return Ok(Err(DropReason::ParserMismatch));
         }
-        let mut answer_ids = self.tokenizer.encode(&answer_turn)?;
-        if self.template.end_with_eos {
-            let eos = self
-                .tokenizer
-                .eos_ids()
-                .first()
-                .copied()
-                .context("the tokenizer has no end-of-sequence token")?;
-            answer_ids.push(eos);
-        }
-        pieces.push((SegmentKind::Generated, answer_ids));
-
-        let response_ids: Vec<u32> = pieces.iter().flat_map(|(_, ids)| ids.clone()).collect();
-        if response_ids.len() > self.max_response_tokens
-            || prompt_ids.len() + response_ids.len() > self.context
+        pieces.push((SegmentKind::Generated, self.tokenizer.encode(&answer_turn)?));
+        let eos = self.template.end_with_eos;
+        let response = assemble_response(self.tokenizer, pieces, eos)?;
+        if response.ids.len() > self.max_response_tokens
+            || prompt_ids.len() + response.ids.len() > self.context
         {
             return Ok(Err(DropReason::TooLong));
         }
-        let mut loss_mask = Vec::with_capacity(response_ids.len());
-        let mut segments = Vec::with_capacity(pieces.len());
-        for (kind, ids) in &pieces {
-            let start = loss_mask.len();
-            loss_mask.extend(std::iter::repeat_n(
-                u8::from(*kind == SegmentKind::Generated),
-                ids.len(),
-            ));
-            segments.push(Segment {
-                kind: *kind,
-                start,
-                end: loss_mask.len(),
-                text: self.tokenizer.decode(ids)?,
-            });
-        }
-        let text_end = response_ids.len() - usize::from(self.template.end_with_eos);
-        let response_text = self.tokenizer.decode(&response_ids[..text_end])?;
-        let finish = if self.template.end_with_eos {
-            Finish::Eos
-        } else {
-            let stops = parser.stop_sequences()?;
-            match stops
-                .into_iter()
-                .find(|s| answer_turn.ends_with(s.as_str()))
-            {
-                Some(stop) => Finish::Stop(stop),
-                None => Finish::Length,
-            }
-        };
+        let text_end = response.ids.len() - usize::from(eos);
+        let response_text = self.tokenizer.decode(&response.ids[..text_end])?;
+        let finish = finish_of(eos, parser, &answer_turn)?;
         let turns = hops.len() as u32 + u32::from(matches!(finish, Finish::Stop(_)));
         let sample = RewardSample {
             question: qa.question.clone(),
@@ -390,9 +355,9 @@ impl DemoBuilder<'_> {
             golden_answers: qa.golden_answers.clone(),
             prompt_text,
             prompt_ids,
-            response_ids,
-            loss_mask,
-            segments,
+            response_ids: response.ids,
+            loss_mask: response.loss_mask,
+            segments: response.segments,
             response_text,
             queries: hops.iter().map(|h| h.query.clone()).collect(),
             answer: Some(read_back),

@@ -4,11 +4,11 @@
 //! spans masked.
 
 use super::template::DemoTemplate;
-use crate::data::qa::QaExample;
+use super::{assemble_response, finish_of};
 use crate::model::ModelTokenizer;
 use crate::plugins::{Action, Finish, PluginSet, RewardSample};
 use crate::rollout::episodes::render_prompt;
-use crate::rollout::{Segment, SegmentKind, Trajectory};
+use crate::rollout::{SegmentKind, Trajectory};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -125,7 +125,6 @@ pub fn from_transcripts(
 ) -> Result<Vec<Trajectory>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the transcripts {}", path.display()))?;
-    let parser = plugins.parser.as_ref().context("no parser plugin")?;
     let mut out = Vec::new();
     for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -135,136 +134,102 @@ pub fn from_transcripts(
         let transcript: Transcript = serde_json::from_str(line).with_context(|| {
             format!("{place}: expected {{\"question\", \"golden_answers\", \"response\"}}")
         })?;
-        let spans = split_observations(&transcript.response, template)
-            .map_err(|e| anyhow::anyhow!("{place}: {e}"))?;
-        let last_turn = spans
-            .iter()
-            .rev()
-            .find(|(kind, _)| *kind == SegmentKind::Generated)
-            .map_or("", |(_, text)| text.as_str());
-        let answer = match parser.parse(last_turn) {
-            Ok(Action::Answer(answer)) => answer,
-            _ => bail!(
-                "{place}: the response has no answer that the parser `{}` reads (its last turn \
-                 needs the dialect's answer tags)",
-                parser.name()
-            ),
-        };
-        let (prompt_text, prompt_ids) =
-            render_prompt(plugins, tokenizer, context, &transcript.question)
-                .map_err(|e| anyhow::anyhow!("{place}: prompt: {e}"))?;
-        let mut response_ids = Vec::new();
-        let mut loss_mask = Vec::new();
-        let mut segments = Vec::new();
-        for (kind, text) in &spans {
-            let ids = tokenizer.encode(text)?;
-            let start = response_ids.len();
-            loss_mask.extend(std::iter::repeat_n(
-                u8::from(*kind == SegmentKind::Generated),
-                ids.len(),
-            ));
-            response_ids.extend(ids);
-            segments.push(Segment {
-                kind: *kind,
-                start,
-                end: response_ids.len(),
-                text: text.clone(),
-            });
-        }
-        if template.end_with_eos {
-            let eos = tokenizer
-                .eos_ids()
-                .first()
-                .copied()
-                .context("no EOS token")?;
-            response_ids.push(eos);
-            loss_mask.push(1);
-            if let Some(last) = segments
-                .last_mut()
-                .filter(|s| s.kind == SegmentKind::Generated)
-            {
-                last.end += 1;
-            } else {
-                segments.push(Segment {
-                    kind: SegmentKind::Generated,
-                    start: response_ids.len() - 1,
-                    end: response_ids.len(),
-                    text: String::new(),
-                });
-            }
-        }
-        if prompt_ids.len() + response_ids.len() > context {
-            bail!(
-                "{place}: prompt and response take {} tokens; the model's context is {context}",
-                prompt_ids.len() + response_ids.len()
-            );
-        }
-        let queries: Vec<String> = spans
-            .iter()
-            .filter(|(kind, _)| *kind == SegmentKind::Generated)
-            .filter_map(|(_, text)| match parser.parse(text) {
-                Ok(Action::Search(query)) => Some(query),
-                _ => None,
-            })
-            .collect();
-        let finish = if template.end_with_eos {
-            Finish::Eos
-        } else {
-            let stops = parser.stop_sequences()?;
-            match stops
-                .into_iter()
-                .find(|s| transcript.response.trim_end().ends_with(s.as_str()))
-            {
-                Some(stop) => Finish::Stop(stop),
-                None => Finish::Length,
-            }
-        };
-        let qa = QaExample {
-            id: transcript
-                .id
-                .unwrap_or_else(|| format!("line-{}", index + 1)),
-            question: transcript.question,
-            golden_answers: transcript.golden_answers,
-            metadata: None,
-        };
-        let score = plugins
-            .reward()?
-            .score(&RewardSample {
-                question: qa.question.clone(),
-                golden_answers: qa.golden_answers.clone(),
-                response: transcript.response.clone(),
-                finish: finish.clone(),
-                num_searches: queries.len() as u32,
-                metadata: None,
-            })
-            .map_err(|e| anyhow::anyhow!("{place}: the reward plugin failed: {e}"))?;
+        let id = transcript
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("line-{}", index + 1));
+        let trajectory = retokenise(transcript, plugins, tokenizer, context, template)
+            .with_context(|| place.clone())?;
         out.push(Trajectory {
             group: out.len(),
             example: index,
-            id: qa.id,
-            sample: 0,
-            question: qa.question,
-            golden_answers: qa.golden_answers,
-            prompt_text,
-            prompt_ids,
-            response_ids,
-            loss_mask,
-            segments,
-            response_text: transcript.response,
-            turns: queries.len() as u32 + u32::from(matches!(finish, Finish::Stop(_))),
-            queries,
-            answer: Some(answer),
-            finish: finish.to_string(),
-            error: None,
-            reward: Some(score.total),
-            components: score.components,
-            advantage: 0.0,
+            id,
+            ..trajectory
         });
     }
     if out.is_empty() {
         bail!("{} holds no transcripts", path.display());
     }
     Ok(out)
+}
+
+/// One transcript as a trajectory (the caller sets its place in the file).
+fn retokenise(
+    transcript: Transcript,
+    plugins: &PluginSet,
+    tokenizer: &ModelTokenizer,
+    context: usize,
+    template: &DemoTemplate,
+) -> Result<Trajectory> {
+    let parser = plugins.parser.as_ref().context("no parser plugin")?;
+    let spans = split_observations(&transcript.response, template).map_err(anyhow::Error::msg)?;
+    let last_turn = spans
+        .iter()
+        .rev()
+        .find(|(kind, _)| *kind == SegmentKind::Generated)
+        .map_or("", |(_, text)| text.as_str());
+    let answer = match parser.parse(last_turn) {
+        Ok(Action::Answer(answer)) => answer,
+        _ => bail!(
+            "the response has no answer that the parser `{}` reads (its last turn needs the \
+             dialect's answer tags)",
+            parser.name()
+        ),
+    };
+    let (prompt_text, prompt_ids) =
+        render_prompt(plugins, tokenizer, context, &transcript.question)
+            .map_err(|e| anyhow::anyhow!("prompt: {e}"))?;
+    let mut pieces = Vec::with_capacity(spans.len());
+    let mut queries = Vec::new();
+    for (kind, text) in &spans {
+        if *kind == SegmentKind::Generated
+            && let Ok(Action::Search(query)) = parser.parse(text)
+        {
+            queries.push(query);
+        }
+        pieces.push((*kind, tokenizer.encode(text)?));
+    }
+    let response = assemble_response(tokenizer, pieces, template.end_with_eos)?;
+    if prompt_ids.len() + response.ids.len() > context {
+        bail!(
+            "prompt and response take {} tokens; the model's context is {context}",
+            prompt_ids.len() + response.ids.len()
+        );
+    }
+    let finish = finish_of(template.end_with_eos, parser, &transcript.response)?;
+    let score = plugins
+        .reward()?
+        .score(&RewardSample {
+            question: transcript.question.clone(),
+            golden_answers: transcript.golden_answers.clone(),
+            response: transcript.response.clone(),
+            finish: finish.clone(),
+            num_searches: queries.len() as u32,
+            metadata: None,
+        })
+        .map_err(|e| anyhow::anyhow!("the reward plugin failed: {e}"))?;
+    Ok(Trajectory {
+        group: 0,
+        example: 0,
+        id: String::new(),
+        sample: 0,
+        question: transcript.question,
+        golden_answers: transcript.golden_answers,
+        prompt_text,
+        prompt_ids,
+        response_ids: response.ids,
+        loss_mask: response.loss_mask,
+        segments: response.segments,
+        response_text: transcript.response,
+        turns: queries.len() as u32 + u32::from(matches!(finish, Finish::Stop(_))),
+        queries,
+        answer: Some(answer),
+        finish: finish.to_string(),
+        error: None,
+        reward: Some(score.total),
+        components: score.components,
+        advantage: 0.0,
+    })
 }
 
 /// A response cut into generated text and observation spans (delimiters included in the
@@ -277,10 +242,11 @@ fn split_observations(
     let mut spans = Vec::new();
     let mut rest = response;
     while let Some(start) = rest.find(open.as_str()) {
-        let Some(length) = rest[start..].find(close.as_str()) else {
+        let after_open = start + open.len();
+        let Some(length) = rest[after_open..].find(close.as_str()) else {
             return Err(format!("`{open}` without a closing `{close}`"));
         };
-        let end = start + length + close.len();
+        let end = after_open + length + close.len();
         if start > 0 {
             spans.push((SegmentKind::Generated, rest[..start].to_string()));
         }

@@ -198,7 +198,8 @@ pub struct GrpoSection {
     pub dynamic_sampling_max_batches: usize,
     /// Skip the forward/backward of sequences that add nothing to the gradient (advantage 0
     /// while `kl_coef` and `entropy_coef` are 0); they still count in the loss normaliser, so
-    /// the update is the same.
+    /// the gradient is the same. A mini-batch with every sequence skipped takes no AdamW step
+    /// (which would move the weights by momentum and weight decay alone).
     pub skip_zero_contribution: bool,
     /// DAPO overlong filtering: responses cut by the token budget (finish `length`) are left
     /// out of the loss.
@@ -365,6 +366,8 @@ pub struct SftSection {
     pub data: Vec<PathBuf>,
     /// Passes over the trajectories.
     pub epochs: u64,
+    /// A fresh seeded order every epoch (else the files' order).
+    pub shuffle: bool,
     /// Sequences per optimiser step.
     pub batch_sequences: usize,
     /// Sequences per forward/backward (gradients accumulate across them).
@@ -382,6 +385,7 @@ impl Default for SftSection {
         SftSection {
             data: Vec::new(),
             epochs: 3,
+            shuffle: true,
             batch_sequences: 8,
             micro_batch_sequences: 4,
             lr: 1e-5,
@@ -512,8 +516,9 @@ impl TrainConfig {
                 "grpo.micro_batch_sequences must be at least 1",
             ),
             (
-                self.grpo.dynamic_sampling_max_batches >= 1,
-                "grpo.dynamic_sampling_max_batches must be at least 1",
+                self.grpo.dynamic_sampling_max_batches >= 1
+                    && (!self.grpo.dynamic_sampling || r.group_size >= 2),
+                "grpo.dynamic_sampling needs rollout.group_size ≥ 2 (a group of one never differs) and grpo.dynamic_sampling_max_batches ≥ 1",
             ),
             (
                 self.grpo.overlong_buffer <= r.max_response_tokens

@@ -159,6 +159,25 @@ pub(crate) fn dtype_of(name: &str) -> DType {
     }
 }
 
+/// The rollout knobs of a config: sampled groups for training, one greedy rollout per
+/// question for validation.
+pub fn rollout_settings(config: &TrainConfig, greedy: bool) -> RolloutSettings {
+    let r = &config.rollout;
+    RolloutSettings {
+        group_size: if greedy { 1 } else { r.group_size },
+        sampling: SamplingParams {
+            temperature: r.temperature,
+            top_p: r.top_p,
+            top_k: r.top_k,
+            greedy: greedy || r.temperature == 0.0,
+        },
+        max_response_tokens: r.max_response_tokens,
+        max_turns: r.max_turns,
+        max_obs_tokens: r.max_obs_tokens,
+        top_k: config.retrieval.top_k,
+    }
+}
+
 /// Derives a seed from the run seed and two counters (splitmix64 over the mix).
 pub fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
     let mut z =
@@ -388,20 +407,7 @@ impl Trainer {
     }
 
     fn rollout_settings(&self, greedy: bool) -> RolloutSettings {
-        let r = &self.config.rollout;
-        RolloutSettings {
-            group_size: if greedy { 1 } else { r.group_size },
-            sampling: SamplingParams {
-                temperature: r.temperature,
-                top_p: r.top_p,
-                top_k: r.top_k,
-                greedy: greedy || r.temperature == 0.0,
-            },
-            max_response_tokens: r.max_response_tokens,
-            max_turns: r.max_turns,
-            max_obs_tokens: r.max_obs_tokens,
-            top_k: self.config.retrieval.top_k,
-        }
+        rollout_settings(&self.config, greedy)
     }
 
     /// One training step; returns its metrics.
@@ -525,8 +531,10 @@ impl Trainer {
             .mini_batch_prompts
             .unwrap_or(self.config.rollout.batch_prompts);
         let mut update = Update::default();
-        let mut minis: Vec<(LossScale, Vec<Vec<&Trajectory>>)> = Vec::new();
-        for chunk in groups.chunks(per_mini.max(1)) {
+        // (the mini-batch's place among the step's planned ones, its normaliser, its
+        // micro-batches)
+        let mut minis: Vec<(usize, LossScale, Vec<Vec<&Trajectory>>)> = Vec::new();
+        for (place, chunk) in groups.chunks(per_mini.max(1)).enumerate() {
             let kept: Vec<&Trajectory> = chunk.iter().flatten().copied().collect();
             let scale = LossScale {
                 tokens: kept.iter().map(|t| t.generated_tokens()).sum(),
@@ -541,6 +549,7 @@ impl Trainer {
                 continue;
             }
             minis.push((
+                place,
                 scale,
                 run.chunks(g.micro_batch_sequences)
                     .map(|c| c.to_vec())
@@ -558,8 +567,8 @@ impl Trainer {
         // mini-batch is scored before any update of this step, so its old log-probs are its
         // first forward's, detached (exactly: the ratio is 1 there); the others are computed
         // now, before the first update. Reference log-probs (k3 KL) likewise, up front.
-        let mut prepared: Vec<(LossScale, Vec<MicroBatch>)> = Vec::new();
-        for (m, (scale, mini)) in minis.iter().enumerate() {
+        let mut prepared: Vec<(usize, LossScale, Vec<MicroBatch>)> = Vec::new();
+        for (m, (place, scale, mini)) in minis.iter().enumerate() {
             let mut micro_batches = Vec::new();
             for micro in mini {
                 let sequences: Vec<Vec<u32>> = micro.iter().map(|t| t.full_ids()).collect();
@@ -602,20 +611,26 @@ impl Trainer {
                     reference,
                 });
             }
-            prepared.push((*scale, micro_batches));
+            prepared.push((*place, *scale, micro_batches));
         }
         times.forward_backward += started.elapsed().as_secs_f64();
 
         let mut stats = LossStats::default();
         let mut grad_norm = 0.0;
         let mut max_ratio_dev = 0.0f64;
-        let mut lr = self.schedule.at(self.optimizer.steps_taken());
-        // With every sequence skipped there is no optimiser step: AdamW's momentum and weight
-        // decay would move the weights on a zero gradient.
-        for _epoch in 0..self.config.grpo.ppo_epochs {
-            for (scale, micro_batches) in &mut prepared {
+        // The rate follows the planned updates of the run (steps × epochs × mini-batches), so
+        // a mini-batch without a step (nothing left to run, or fewer groups under dynamic
+        // sampling) does not shift the schedule. A mini-batch with every sequence skipped
+        // takes no optimiser step: AdamW's momentum and weight decay would move the weights on
+        // a zero gradient.
+        let planned = mini_batches(&self.config) as u64;
+        let first_update = self.step * self.config.grpo.ppo_epochs as u64 * planned;
+        let mut lr = self.schedule.at(first_update);
+        for epoch in 0..self.config.grpo.ppo_epochs {
+            for (place, scale, micro_batches) in &mut prepared {
                 let started = Instant::now();
                 let scale = *scale;
+                let update_index = first_update + epoch as u64 * planned + *place as u64;
                 let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
                 for micro in micro_batches.iter_mut() {
                     let current = self
@@ -648,7 +663,7 @@ impl Trainer {
                 grad_norm = clip_grad_norm(&mut grads, self.config.optim.grad_clip)?;
                 times.forward_backward += started.elapsed().as_secs_f64();
                 let started = Instant::now();
-                lr = self.schedule.at(self.optimizer.steps_taken());
+                lr = self.schedule.at(update_index);
                 if grad_norm.is_finite() {
                     self.optimizer.step(&self.params, &grads, lr)?;
                 } else {

@@ -10,11 +10,13 @@ use crate::data::qa::QaExample;
 use crate::grpo::TrainConfig;
 use crate::grpo::optim::{AdamW, LrSchedule, clip_grad_norm};
 use crate::grpo::run_dir::{RunDir, TrainerState};
-use crate::grpo::trainer::{derive_seed, device_of, dtype_of, log_line, progress_bar};
-use crate::model::{LoadedModel, PaddedBatch, SamplingParams, load_model};
+use crate::grpo::trainer::{
+    derive_seed, device_of, dtype_of, log_line, progress_bar, rollout_settings,
+};
+use crate::model::{LoadedModel, PaddedBatch, load_model};
 use crate::plugins::PluginSet;
+use crate::rollout::Episodes;
 use crate::rollout::validation::{Validation, validate};
-use crate::rollout::{Episodes, RolloutSettings};
 use anyhow::{Context, Result, bail};
 use candle_core::{Tensor, Var};
 use rand::SeedableRng;
@@ -235,8 +237,11 @@ impl SftTrainer {
         let epoch = (step - 1) / per_epoch;
         let within = ((step - 1) % per_epoch) as usize;
         let mut order: Vec<usize> = (0..n).collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(self.config.run.seed, 0x5F7, epoch));
-        order.shuffle(&mut rng);
+        if self.config.sft.shuffle {
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(derive_seed(self.config.run.seed, 0x5F7, epoch));
+            order.shuffle(&mut rng);
+        }
         order[within * size..((within + 1) * size).min(n)].to_vec()
     }
 
@@ -325,19 +330,7 @@ impl SftTrainer {
     /// Greedy rollouts of the held-out questions, as `host train` validates.
     pub fn validate(&self) -> Result<Validation> {
         let r = &self.config.rollout;
-        let settings = RolloutSettings {
-            group_size: 1,
-            sampling: SamplingParams {
-                temperature: r.temperature,
-                top_p: r.top_p,
-                top_k: r.top_k,
-                greedy: true,
-            },
-            max_response_tokens: r.max_response_tokens,
-            max_turns: r.max_turns,
-            max_obs_tokens: r.max_obs_tokens,
-            top_k: self.config.retrieval.top_k,
-        };
+        let settings = rollout_settings(&self.config, true);
         let episodes = Episodes {
             model: &self.model,
             plugins: &self.inputs.plugins,
@@ -361,10 +354,9 @@ impl SftTrainer {
     /// Writes the checkpoint of the current step; its `model/` folder is what `host train
     /// --model` and `host eval --model` take.
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
-        let size = self.config.sft.batch_sequences as u64;
         let state = TrainerState {
             step: self.step,
-            data_cursor: self.step * size,
+            data_cursor: self.examples_done(),
             optimizer_steps: self.optimizer.steps_taken(),
             seed: self.config.run.seed,
         };
@@ -375,6 +367,17 @@ impl SftTrainer {
             &state,
             self.config.checkpoint.keep_last,
         )
+    }
+}
+
+impl SftTrainer {
+    /// Trajectories trained on so far (each epoch's last batch may be smaller).
+    fn examples_done(&self) -> u64 {
+        let n = self.inputs.examples.len() as u64;
+        let size = self.config.sft.batch_sequences as u64;
+        let per_epoch = n.div_ceil(size).max(1);
+        let (epochs, within) = (self.step / per_epoch, self.step % per_epoch);
+        epochs * n + (within * size).min(n)
     }
 }
 
