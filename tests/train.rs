@@ -8,17 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{host_command, output_text as text};
+use common::{host_command, output_text as text, succeed};
 
 fn host(args: &[&str]) -> Output {
     host_command(args).output().expect("host runs")
-}
-
-fn succeed(args: &[&str]) -> String {
-    let output = host(args);
-    let all = text(&output);
-    assert!(output.status.success(), "host {args:?} failed:\n{all}");
-    all
 }
 
 /// Small settings so a step takes about a second.

@@ -8,31 +8,10 @@ mod common;
 use research_host::rollout::{SegmentKind, Trajectory};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{host_command, output_text as text};
-
-fn host(args: &[&str]) -> Output {
-    host_command(args).output().expect("host runs")
-}
-
-fn succeed(args: &[&str]) -> String {
-    let output = host(args);
-    let all = text(&output);
-    assert!(output.status.success(), "host {args:?} failed:\n{all}");
-    all
-}
-
-fn fail(args: &[&str]) -> String {
-    let output = host(args);
-    let all = text(&output);
-    assert!(
-        !output.status.success(),
-        "host {args:?} should fail:\n{all}"
-    );
-    all
-}
+use common::{fail, host_command, succeed};
 
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()

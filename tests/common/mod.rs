@@ -335,6 +335,25 @@ pub fn host_command(args: &[&str]) -> std::process::Command {
     command
 }
 
+/// Runs `host ARGS`, asserts it succeeded and returns its stdout and stderr.
+pub fn succeed(args: &[&str]) -> String {
+    let output = host_command(args).output().expect("host runs");
+    let all = output_text(&output);
+    assert!(output.status.success(), "host {args:?} failed:\n{all}");
+    all
+}
+
+/// Runs `host ARGS`, asserts it failed and returns its stdout and stderr.
+pub fn fail(args: &[&str]) -> String {
+    let output = host_command(args).output().expect("host runs");
+    let all = output_text(&output);
+    assert!(
+        !output.status.success(),
+        "host {args:?} should fail:\n{all}"
+    );
+    all
+}
+
 /// stdout and stderr of a finished command, together.
 pub fn output_text(output: &std::process::Output) -> String {
     format!(

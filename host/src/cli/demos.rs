@@ -1,6 +1,7 @@
 //! `host demos`: training trajectories for a supervised warm start (`host sft`).
 
-use super::train::{Environment, fold_plugin_flags, prepare_environment};
+use super::config_flags::ConfigFlags;
+use super::train::{Environment, prepare_environment};
 use crate::data::qa::load_qa;
 use crate::demos::collect::{from_run, from_transcripts};
 use crate::demos::{DemoBuilder, DemoTemplate};
@@ -34,14 +35,13 @@ line, re-tokenised with the template's observation spans masked.
 The model (its tokenizer and context), index and plugins come from CONFIG (a `host train` \
 config) and the flags, as for `host train`; without them, the embedded default's. Examples:
 
-  host demos --plugins ./plugins --out runs/demos/world.jsonl
+  host demos --plugins ./plugins --out runs/demos/world.jsonl --set rollout.max_response_tokens=400
   host demos examples/research.toml --data train.jsonl --out demos.jsonl --limit 2000
   host demos --from-run runs/research --min-reward 0.8 --out rft.jsonl
   host demos examples/searchr1.toml --transcripts teacher.jsonl --template searchr1 --out t.jsonl")]
 pub struct DemosArgs {
-    /// Training config (TOML) whose model, index, plugins and budgets are used.
-    #[arg(value_name = "CONFIG")]
-    pub config_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigFlags,
     /// Output JSONL file.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
@@ -73,30 +73,9 @@ pub struct DemosArgs {
     /// Entities of the first results tried as a second query when they lack the answer.
     #[arg(long, default_value_t = 4)]
     pub max_entities: usize,
-    /// Folder of plugins [default: the config's plugins.dir, else ./plugins].
-    #[arg(long, value_name = "DIR")]
-    pub plugins: Option<PathBuf>,
-    /// Choose the active plugin of a kind (repeatable).
-    #[arg(long = "use", value_name = "KIND=NAME")]
-    pub use_plugin: Vec<String>,
-    /// Override a plugin setting (repeatable).
-    #[arg(long = "config", value_name = "PLUGIN.KEY=VALUE")]
-    pub plugin_config: Vec<String>,
-    /// Model folder whose tokenizer and context the trajectories are made for.
-    #[arg(long, value_name = "DIR")]
-    pub model: Option<PathBuf>,
-    /// Passage index.
-    #[arg(long, value_name = "DIR")]
-    pub index: Option<PathBuf>,
-    /// Any other setting, as SECTION.KEY=VALUE (repeatable).
-    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-    pub set: Vec<String>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
-    /// Cache folder [default: $RESEARCH_HOST_CACHE, else ~/.cache/research-host].
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
 }
 
 /// Runs `host demos`.
@@ -135,10 +114,7 @@ pub fn run(args: DemosArgs) -> Result<ExitCode> {
         (None, None) => Some(world_questions()?.0),
     };
     let template = DemoTemplate::load(&template_name(&args, &config))?;
-    let cache_root = args
-        .cache_dir
-        .clone()
-        .or_else(crate::plugins::engine::default_cache_dir);
+    let cache_root = args.config.cache_root();
     let Environment {
         model_dir, plugins, ..
     } = prepare_environment(&config, cache_root)?;
@@ -219,26 +195,11 @@ pub fn run(args: DemosArgs) -> Result<ExitCode> {
 
 /// The training config the flags describe (as `host train` reads it).
 fn demos_config(args: &DemosArgs) -> Result<TrainConfig> {
-    let mut config = match &args.config_file {
-        Some(path) => TrainConfig::load(path)?,
-        None => super::train::embedded_default_config(),
-    };
-    if let Some(dir) = &args.plugins {
-        config.plugins.dir = dir.clone();
-    }
-    if let Some(model) = &args.model {
-        config.model.path = Some(model.clone());
-    }
-    if let Some(index) = &args.index {
-        config.retrieval.index = Some(index.clone());
-    }
+    let mut config = args.config.base()?;
     if let Some(data) = &args.data {
         config.data.train = Some(data.clone());
     }
-    for assignment in &args.set {
-        config.set(assignment)?;
-    }
-    fold_plugin_flags(&mut config, &args.use_plugin, &args.plugin_config)?;
+    args.config.finish(&mut config)?;
     config.validate()?;
     Ok(config)
 }

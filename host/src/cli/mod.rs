@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand.
 
+pub mod config_flags;
 pub mod corpus;
 pub mod demos;
 pub mod embedder;

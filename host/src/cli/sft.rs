@@ -1,8 +1,7 @@
 //! `host sft`: supervised fine-tuning on trajectories, the warm start before `host train`.
 
-use super::train::{
-    Environment, fold_plugin_flags, make_paths_absolute, prepare_environment, questions,
-};
+use super::config_flags::ConfigFlags;
+use super::train::{Environment, make_paths_absolute, prepare_environment, questions};
 use crate::grpo::TrainConfig;
 use crate::grpo::run_dir::{RunDir, ensure_fresh, write_atomic};
 use crate::model::loader::read_config;
@@ -26,34 +25,19 @@ validation is the same greedy rollouts on held-out questions (trajectories of th
 left out of training), and `--resume` continues exactly. Settings live in the [sft] section of a \
 `host train` config; [optim]'s AdamW betas, weight decay and clip apply. Examples:
 
-  host demos --plugins ./plugins --out runs/demos/world.jsonl
-  host sft --plugins ./plugins --data runs/demos/world.jsonl --out runs/sft-world
-  host train --plugins ./plugins --model runs/sft-world/checkpoints/step-000060/model
+  host demos --plugins ./plugins --out runs/demos/world.jsonl --set rollout.max_response_tokens=400
+  host sft --plugins ./plugins --data runs/demos/world.jsonl --out runs/sft-world \\
+    --set rollout.max_response_tokens=400
+  host train --plugins ./plugins --model runs/sft-world/checkpoints/step-000039/model \\
+    --set rollout.max_response_tokens=400
   host sft examples/research.toml --data demos.jsonl --epochs 2 --lr 1e-5 --out runs/sft
   host sft --resume runs/sft")]
 pub struct SftArgs {
-    /// Training config (TOML) with an [sft] section. Without it: the embedded default's
-    /// model, index, plugins and budgets.
-    #[arg(value_name = "CONFIG")]
-    pub config_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigFlags,
     /// Trajectory JSONL files (repeatable) [default: the config's sft.data].
     #[arg(long, value_name = "FILE", num_args = 1..)]
     pub data: Vec<PathBuf>,
-    /// Folder of plugins [default: the config's plugins.dir, else ./plugins].
-    #[arg(long, value_name = "DIR")]
-    pub plugins: Option<PathBuf>,
-    /// Choose the active plugin of a kind (repeatable).
-    #[arg(long = "use", value_name = "KIND=NAME")]
-    pub use_plugin: Vec<String>,
-    /// Override a plugin setting (repeatable).
-    #[arg(long = "config", value_name = "PLUGIN.KEY=VALUE")]
-    pub plugin_config: Vec<String>,
-    /// Model folder to fine-tune.
-    #[arg(long, value_name = "DIR")]
-    pub model: Option<PathBuf>,
-    /// Passage index (for validation rollouts).
-    #[arg(long, value_name = "DIR")]
-    pub index: Option<PathBuf>,
     /// Held-out questions for validation (FlashRAG QA JSONL).
     #[arg(long, value_name = "FILE")]
     pub validation: Option<PathBuf>,
@@ -69,18 +53,12 @@ pub struct SftArgs {
     /// Run folder [default: runs/sft-<unix time>].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Any other setting, as SECTION.KEY=VALUE (repeatable), e.g. `--set sft.batch_sequences=16`.
-    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-    pub set: Vec<String>,
     /// Continue the run in RUN_DIR from its newest checkpoint, with its saved config.
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
     /// No progress bar: one log line per step.
     #[arg(long)]
     pub quiet: bool,
-    /// Cache folder [default: $RESEARCH_HOST_CACHE, else ~/.cache/research-host].
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
 }
 
 /// The file of an SFT run folder that identifies its trajectories (and marks the folder as
@@ -136,10 +114,7 @@ pub fn run(args: SftArgs) -> Result<ExitCode> {
         );
     }
     let (_, validation) = questions(&config)?;
-    let cache_root = args
-        .cache_dir
-        .clone()
-        .or_else(crate::plugins::engine::default_cache_dir);
+    let cache_root = args.config.cache_root();
     let Environment {
         model_dir, plugins, ..
     } = prepare_environment(&config, cache_root)?;
@@ -233,19 +208,7 @@ pub fn run(args: SftArgs) -> Result<ExitCode> {
 
 /// The config of a new warm start: file or embedded default, then flags and --set.
 fn fresh_config(args: &SftArgs) -> Result<TrainConfig> {
-    let mut config = match &args.config_file {
-        Some(path) => TrainConfig::load(path)?,
-        None => super::train::embedded_default_config(),
-    };
-    if let Some(dir) = &args.plugins {
-        config.plugins.dir = dir.clone();
-    }
-    if let Some(model) = &args.model {
-        config.model.path = Some(model.clone());
-    }
-    if let Some(index) = &args.index {
-        config.retrieval.index = Some(index.clone());
-    }
+    let mut config = args.config.base()?;
     if let Some(validation) = &args.validation {
         config.data.validation = Some(validation.clone());
     }
@@ -261,10 +224,7 @@ fn fresh_config(args: &SftArgs) -> Result<TrainConfig> {
     if let Some(seed) = args.seed {
         config.run.seed = seed;
     }
-    for assignment in &args.set {
-        config.set(assignment)?;
-    }
-    fold_plugin_flags(&mut config, &args.use_plugin, &args.plugin_config)?;
+    args.config.finish(&mut config)?;
     make_paths_absolute(&mut config)?;
     Ok(config)
 }
@@ -284,19 +244,13 @@ fn resumed_config(args: &SftArgs, run_dir: &Path) -> Result<TrainConfig> {
             run_dir.display()
         );
     }
-    let changed = args.config_file.is_some()
+    let changed = args.config.any()
         || !args.data.is_empty()
-        || args.plugins.is_some()
-        || !args.use_plugin.is_empty()
-        || !args.plugin_config.is_empty()
-        || args.model.is_some()
-        || args.index.is_some()
         || args.validation.is_some()
         || args.epochs.is_some()
         || args.lr.is_some()
         || args.seed.is_some()
-        || args.out.is_some()
-        || !args.set.is_empty();
+        || args.out.is_some();
     if changed {
         bail!(
             "--resume continues a run with its saved config ({}); only --quiet may be given",

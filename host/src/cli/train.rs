@@ -1,5 +1,6 @@
 //! `host train`: GRPO training with the plugins of a folder.
 
+use super::config_flags::ConfigFlags;
 use crate::data::qa::{QaSet, load_qa};
 use crate::grpo::assets::{EmbeddedAssets, embedded_assets, world_questions};
 use crate::grpo::run_dir::ensure_fresh;
@@ -25,24 +26,8 @@ cache folder; it finishes in a few minutes on 2 CPU cores. Examples:
   host train examples/searchr1.toml --set grpo.kl_coef=0 --set rollout.group_size=8
   host train --resume runs/research")]
 pub struct TrainArgs {
-    /// Training config (TOML; see examples/research.toml). Without it: the embedded default.
-    #[arg(value_name = "CONFIG")]
-    pub config_file: Option<PathBuf>,
-    /// Folder of plugins [default: the config's plugins.dir, else ./plugins].
-    #[arg(long, value_name = "DIR")]
-    pub plugins: Option<PathBuf>,
-    /// Choose the active plugin of a kind, e.g. `--use reward=searchr1-reward` (repeatable).
-    #[arg(long = "use", value_name = "KIND=NAME")]
-    pub use_plugin: Vec<String>,
-    /// Override a plugin setting, e.g. `--config tag-parser.dialect=searchr1` (repeatable).
-    #[arg(long = "config", value_name = "PLUGIN.KEY=VALUE")]
-    pub plugin_config: Vec<String>,
-    /// Policy model folder (Hugging Face layout).
-    #[arg(long, value_name = "DIR")]
-    pub model: Option<PathBuf>,
-    /// Passage index for the host's retriever (`host index build`).
-    #[arg(long, value_name = "DIR")]
-    pub index: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigFlags,
     /// Training questions (FlashRAG QA JSONL).
     #[arg(long, value_name = "FILE")]
     pub train: Option<PathBuf>,
@@ -70,9 +55,6 @@ pub struct TrainArgs {
     /// cpu or cuda.
     #[arg(long)]
     pub device: Option<String>,
-    /// Any other setting, as SECTION.KEY=VALUE (repeatable), e.g. `--set grpo.kl_coef=0`.
-    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-    pub set: Vec<String>,
     /// Continue the run in RUN_DIR from its newest checkpoint (its saved config is used;
     /// only --steps and --quiet may change).
     #[arg(long, value_name = "RUN_DIR")]
@@ -80,10 +62,6 @@ pub struct TrainArgs {
     /// No progress bar: one log line per step.
     #[arg(long)]
     pub quiet: bool,
-    /// Cache folder for compiled plugins and the embedded default's assets [default:
-    /// $RESEARCH_HOST_CACHE, else ~/.cache/research-host].
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
 }
 
 /// The embedded default's settings: small enough for a few minutes on 2 cores.
@@ -106,10 +84,7 @@ pub fn embedded_default_config() -> TrainConfig {
 
 /// Runs `host train`.
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
-    let cache_root = args
-        .cache_dir
-        .clone()
-        .or_else(crate::plugins::engine::default_cache_dir);
+    let cache_root = args.config.cache_root();
     let (config, run_dir, resume) = match &args.resume {
         Some(run_dir) => (resumed_config(&args, run_dir)?, run_dir.clone(), true),
         None => {
@@ -257,13 +232,7 @@ pub fn prepare_environment(
 
 /// The config of a new run: file or embedded default, then flags and --set.
 fn fresh_config(args: &TrainArgs) -> Result<TrainConfig> {
-    let mut config = match &args.config_file {
-        Some(path) => TrainConfig::load(path)?,
-        None => embedded_default_config(),
-    };
-    if let Some(dir) = &args.plugins {
-        config.plugins.dir = dir.clone();
-    }
+    let mut config = args.config.base()?;
     macro_rules! flag {
         ($field:expr, $value:expr) => {
             if let Some(v) = $value.clone() {
@@ -271,8 +240,6 @@ fn fresh_config(args: &TrainArgs) -> Result<TrainConfig> {
             }
         };
     }
-    flag!(config.model.path, args.model.clone().map(Some));
-    flag!(config.retrieval.index, args.index.clone().map(Some));
     flag!(config.data.train, args.train.clone().map(Some));
     flag!(config.data.validation, args.validation.clone().map(Some));
     flag!(config.run.steps, args.steps);
@@ -282,11 +249,7 @@ fn fresh_config(args: &TrainArgs) -> Result<TrainConfig> {
     flag!(config.rollout.batch_prompts, args.batch_prompts);
     flag!(config.optim.lr, args.lr);
     flag!(config.model.device, args.device);
-    for assignment in &args.set {
-        config.set(assignment)?;
-    }
-    // Plugin choices go into the config, so that the saved config (and a resume) keeps them.
-    fold_plugin_flags(&mut config, &args.use_plugin, &args.plugin_config)?;
+    args.config.finish(&mut config)?;
     make_paths_absolute(&mut config)?;
     Ok(config)
 }
@@ -364,12 +327,7 @@ fn resumed_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainConfig> {
             run_dir.display()
         );
     }
-    let changed = args.config_file.is_some()
-        || args.plugins.is_some()
-        || !args.use_plugin.is_empty()
-        || !args.plugin_config.is_empty()
-        || args.model.is_some()
-        || args.index.is_some()
+    let changed = args.config.any()
         || args.train.is_some()
         || args.validation.is_some()
         || args.seed.is_some()
@@ -377,8 +335,7 @@ fn resumed_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainConfig> {
         || args.group_size.is_some()
         || args.batch_prompts.is_some()
         || args.lr.is_some()
-        || args.device.is_some()
-        || !args.set.is_empty();
+        || args.device.is_some();
     if changed {
         bail!(
             "--resume continues a run with its saved config ({}); only --steps and --quiet may be given",

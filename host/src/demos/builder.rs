@@ -61,7 +61,7 @@ impl DropReason {
             DropReason::Search => "the search plugin failed",
             DropReason::NotGrounded => "no golden answer in the retrieved passages",
             DropReason::AnswerCut => "the answer was cut from the observation (max_obs_tokens)",
-            DropReason::TooLong => "longer than the response budget or the context",
+            DropReason::TooLong => "longer than rollout.max_response_tokens or the model's context",
             DropReason::ParserMismatch => {
                 "the parser did not read the query or answer back (does --template match the parser's dialect?)"
             }

@@ -191,6 +191,22 @@ impl RunDir {
         Ok(())
     }
 
+    /// Before a resumed run continues: the metrics after its checkpoint's step are dropped;
+    /// a run killed before its first checkpoint (`None`) starts over without them.
+    pub fn reset_metrics_after(&self, checkpoint_step: Option<u64>) -> Result<()> {
+        match checkpoint_step {
+            Some(step) => self.truncate_metrics(step),
+            None => {
+                let metrics = self.metrics();
+                if metrics.exists() {
+                    std::fs::remove_file(&metrics)
+                        .with_context(|| format!("cannot reset {}", metrics.display()))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Keeps only the metrics lines of steps ≤ `step` (what a resumed run continues from).
     pub fn truncate_metrics(&self, step: u64) -> Result<()> {
         let path = self.metrics();

@@ -178,6 +178,69 @@ pub fn rollout_settings(config: &TrainConfig, greedy: bool) -> RolloutSettings {
     }
 }
 
+/// What a run starts from: the initial model, or its newest checkpoint's weights, AdamW
+/// moments and state.
+pub(crate) struct Restored {
+    pub model: LoadedModel,
+    /// The trainable variables by name.
+    pub params: BTreeMap<String, Var>,
+    pub optimizer: AdamW,
+    /// The checkpoint's state (None for a fresh start).
+    pub state: Option<TrainerState>,
+}
+
+/// Loads the model to train from `model_dir`, or, when `resume`, from the newest checkpoint of
+/// `run` with its optimiser moments (refused when its seed is not the config's).
+pub(crate) fn restore(
+    config: &TrainConfig,
+    model_dir: &Path,
+    run: &RunDir,
+    resume: bool,
+) -> Result<Restored> {
+    let device = device_of(&config.model.device)?;
+    let dtype = dtype_of(&config.model.dtype);
+    let checkpoint = if resume { run.resume_point()? } else { None };
+    let (model, state) = match &checkpoint {
+        Some((_, dir)) => {
+            let state = RunDir::read_state(dir)?;
+            if state.seed != config.run.seed {
+                bail!(
+                    "the checkpoint was made with seed {} but the config says {}",
+                    state.seed,
+                    config.run.seed
+                );
+            }
+            let model = load_model(&dir.join("model"), dtype, &device)
+                .with_context(|| format!("cannot load the checkpoint {}", dir.display()))?;
+            (model, Some(state))
+        }
+        None => (load_model(model_dir, dtype, &device)?, None),
+    };
+    let params: BTreeMap<String, Var> = {
+        let data = model
+            .policy
+            .vars()
+            .data()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    let optimizer = match &checkpoint {
+        Some((_, dir)) => AdamW::load(
+            config.optim.adamw(),
+            &dir.join("optimizer.safetensors"),
+            &params,
+        )?,
+        None => AdamW::new(config.optim.adamw()),
+    };
+    Ok(Restored {
+        model,
+        params,
+        optimizer,
+        state,
+    })
+}
+
 /// Derives a seed from the run seed and two counters (splitmix64 over the mix).
 pub fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
     let mut z =
@@ -198,48 +261,18 @@ impl Trainer {
         resume: bool,
     ) -> Result<Trainer> {
         config.validate()?;
-        let device = device_of(&config.model.device)?;
-        let dtype = dtype_of(&config.model.dtype);
-        let checkpoint = if resume { run.resume_point()? } else { None };
-        let (model, state) = match &checkpoint {
-            Some((_, dir)) => {
-                let state = RunDir::read_state(dir)?;
-                let model = load_model(&dir.join("model"), dtype, &device)
-                    .with_context(|| format!("cannot load the checkpoint {}", dir.display()))?;
-                (model, Some(state))
-            }
-            None => (load_model(&inputs.model_dir, dtype, &device)?, None),
-        };
-        if let Some(state) = &state
-            && state.seed != config.run.seed
-        {
-            bail!(
-                "the checkpoint was made with seed {} but the config says {}",
-                state.seed,
-                config.run.seed
-            );
-        }
+        let Restored {
+            model,
+            params,
+            optimizer,
+            state,
+        } = restore(&config, &inputs.model_dir, &run, resume)?;
         let reference = if config.grpo.kl_coef != 0.0 {
+            let device = device_of(&config.model.device)?;
+            let dtype = dtype_of(&config.model.dtype);
             Some(load_model(&inputs.model_dir, dtype, &device)?.policy)
         } else {
             None
-        };
-        let params: BTreeMap<String, Var> = {
-            let data = model
-                .policy
-                .vars()
-                .data()
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-        };
-        let optimizer = match &checkpoint {
-            Some((_, dir)) => AdamW::load(
-                config.optim.adamw(),
-                &dir.join("optimizer.safetensors"),
-                &params,
-            )?,
-            None => AdamW::new(config.optim.adamw()),
         };
         let updates_per_step = config.grpo.ppo_epochs as u64 * mini_batches(&config) as u64;
         let total_updates = config.run.steps * updates_per_step;
@@ -258,17 +291,7 @@ impl Trainer {
         let step = state.as_ref().map_or(0, |s| s.step);
         let cursor = state.as_ref().map_or(0, |s| s.data_cursor);
         if resume {
-            match &checkpoint {
-                Some(_) => run.truncate_metrics(step)?,
-                // Killed before its first checkpoint: the run starts over.
-                None => {
-                    let metrics = run.metrics();
-                    if metrics.exists() {
-                        std::fs::remove_file(&metrics)
-                            .with_context(|| format!("cannot reset {}", metrics.display()))?;
-                    }
-                }
-            }
+            run.reset_metrics_after(state.as_ref().map(|s| s.step))?;
         }
         Ok(Trainer {
             config,

@@ -11,9 +11,9 @@ use crate::grpo::TrainConfig;
 use crate::grpo::optim::{AdamW, LrSchedule, clip_grad_norm};
 use crate::grpo::run_dir::{RunDir, TrainerState};
 use crate::grpo::trainer::{
-    derive_seed, device_of, dtype_of, log_line, progress_bar, rollout_settings,
+    Restored, derive_seed, log_line, progress_bar, restore, rollout_settings,
 };
-use crate::model::{LoadedModel, PaddedBatch, load_model};
+use crate::model::{LoadedModel, PaddedBatch};
 use crate::plugins::PluginSet;
 use crate::rollout::Episodes;
 use crate::rollout::validation::{Validation, validate};
@@ -102,42 +102,13 @@ impl SftTrainer {
         if inputs.examples.is_empty() {
             bail!("no trajectories to train on");
         }
-        let device = device_of(&config.model.device)?;
-        let dtype = dtype_of(&config.model.dtype);
-        let checkpoint = if resume { run.resume_point()? } else { None };
-        let (model, step) = match &checkpoint {
-            Some((_, dir)) => {
-                let state = RunDir::read_state(dir)?;
-                if state.seed != config.run.seed {
-                    bail!(
-                        "the checkpoint was made with seed {} but the config says {}",
-                        state.seed,
-                        config.run.seed
-                    );
-                }
-                let model = load_model(&dir.join("model"), dtype, &device)
-                    .with_context(|| format!("cannot load the checkpoint {}", dir.display()))?;
-                (model, state.step)
-            }
-            None => (load_model(&inputs.model_dir, dtype, &device)?, 0),
-        };
-        let params: BTreeMap<String, Var> = {
-            let data = model
-                .policy
-                .vars()
-                .data()
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-        };
-        let optimizer = match &checkpoint {
-            Some((_, dir)) => AdamW::load(
-                config.optim.adamw(),
-                &dir.join("optimizer.safetensors"),
-                &params,
-            )?,
-            None => AdamW::new(config.optim.adamw()),
-        };
+        let Restored {
+            model,
+            params,
+            optimizer,
+            state,
+        } = restore(&config, &inputs.model_dir, &run, resume)?;
+        let step = state.as_ref().map_or(0, |s| s.step);
         let total = total_steps(inputs.examples.len(), &config);
         let schedule = LrSchedule {
             base: config.sft.lr,
@@ -152,12 +123,7 @@ impl SftTrainer {
             .context("no parser plugin loaded")?
             .stop_sequences()?;
         if resume {
-            if checkpoint.is_some() {
-                run.truncate_metrics(step)?;
-            } else if run.metrics().exists() {
-                std::fs::remove_file(run.metrics())
-                    .with_context(|| format!("cannot reset {}", run.metrics().display()))?;
-            }
+            run.reset_metrics_after(state.map(|s| s.step))?;
         }
         Ok(SftTrainer {
             config,
