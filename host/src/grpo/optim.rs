@@ -209,6 +209,16 @@ pub struct LrSchedule {
 }
 
 impl LrSchedule {
+    /// A schedule over `total_steps` updates whose first `warmup_ratio` share warms up.
+    pub fn new(base: f64, warmup_ratio: f64, total_steps: u64, kind: ScheduleKind) -> LrSchedule {
+        LrSchedule {
+            base,
+            warmup_steps: (warmup_ratio * total_steps as f64).round() as u64,
+            total_steps,
+            kind,
+        }
+    }
+
     /// The rate of update `step` (0-based).
     pub fn at(&self, step: u64) -> f64 {
         if step < self.warmup_steps {

@@ -276,12 +276,12 @@ impl Trainer {
         };
         let updates_per_step = config.grpo.ppo_epochs as u64 * mini_batches(&config) as u64;
         let total_updates = config.run.steps * updates_per_step;
-        let schedule = LrSchedule {
-            base: config.optim.lr,
-            warmup_steps: (config.optim.warmup_ratio * total_updates as f64).round() as u64,
-            total_steps: total_updates,
-            kind: config.optim.schedule,
-        };
+        let schedule = LrSchedule::new(
+            config.optim.lr,
+            config.optim.warmup_ratio,
+            total_updates,
+            config.optim.schedule,
+        );
         let parser = inputs
             .plugins
             .parser

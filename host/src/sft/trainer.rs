@@ -110,12 +110,12 @@ impl SftTrainer {
         } = restore(&config, &inputs.model_dir, &run, resume)?;
         let step = state.as_ref().map_or(0, |s| s.step);
         let total = total_steps(inputs.examples.len(), &config);
-        let schedule = LrSchedule {
-            base: config.sft.lr,
-            warmup_steps: (config.sft.warmup_ratio * total as f64).round() as u64,
-            total_steps: total,
-            kind: config.sft.schedule,
-        };
+        let schedule = LrSchedule::new(
+            config.sft.lr,
+            config.sft.warmup_ratio,
+            total,
+            config.sft.schedule,
+        );
         let stop_sequences = inputs
             .plugins
             .parser
@@ -317,6 +317,15 @@ impl SftTrainer {
         Ok(validation)
     }
 
+    /// Trajectories trained on so far (each epoch's last batch may be smaller).
+    fn examples_done(&self) -> u64 {
+        let n = self.inputs.examples.len() as u64;
+        let size = self.config.sft.batch_sequences as u64;
+        let per_epoch = n.div_ceil(size).max(1);
+        let (epochs, within) = (self.step / per_epoch, self.step % per_epoch);
+        epochs * n + (within * size).min(n)
+    }
+
     /// Writes the checkpoint of the current step; its `model/` folder is what `host train
     /// --model` and `host eval --model` take.
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
@@ -333,17 +342,6 @@ impl SftTrainer {
             &state,
             self.config.checkpoint.keep_last,
         )
-    }
-}
-
-impl SftTrainer {
-    /// Trajectories trained on so far (each epoch's last batch may be smaller).
-    fn examples_done(&self) -> u64 {
-        let n = self.inputs.examples.len() as u64;
-        let size = self.config.sft.batch_sequences as u64;
-        let per_epoch = n.div_ceil(size).max(1);
-        let (epochs, within) = (self.step / per_epoch, self.step % per_epoch);
-        epochs * n + (within * size).min(n)
     }
 }
 
