@@ -14,9 +14,12 @@ fn host(args: &[&str]) -> Output {
     host_command(args).output().expect("host runs")
 }
 
-/// Small settings so a step takes about a second.
-const SMALL: [&str; 16] = [
+/// Small settings so a step takes about a second (the embedded policy without its warm start:
+/// these tests are about the trainer's mechanics).
+const SMALL: [&str; 18] = [
     "--quiet",
+    "--set",
+    "sft.embedded_warm_start=false",
     "--set",
     "rollout.max_response_tokens=40",
     "--set",
@@ -244,7 +247,7 @@ fn a_plugin_that_traps_mid_rollout_costs_only_its_rollouts() {
         "--train",
         s(&data),
     ];
-    args.extend_from_slice(&SMALL[..15]);
+    args.extend_from_slice(&SMALL[..SMALL.len() - 1]);
     args.push(&plugins_flag);
     args.extend([
         "--set",
@@ -291,6 +294,7 @@ fn grpo_raises_a_toy_reward() {
         &plugins_flag,
     ];
     for set in [
+        "sft.embedded_warm_start=false",
         "rollout.batch_prompts=2",
         "rollout.group_size=8",
         "rollout.max_response_tokens=24",
@@ -322,6 +326,63 @@ fn grpo_raises_a_toy_reward() {
         m.iter()
             .any(|l| l["ratio_max_deviation"].as_f64().unwrap() > 0.0)
     );
+}
+
+#[test]
+fn collapse_guards_warn_and_can_stop_the_run_after_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every rollout of the tiny model runs into a 12-token budget: a truncation alarm.
+    let warned = dir.path().join("warned");
+    let base = [
+        "--set",
+        "rollout.max_response_tokens=12",
+        "--set",
+        "guards.patience=2",
+    ];
+    let out = succeed(
+        &[
+            &["train", "--steps", "4", "--out", s(&warned)],
+            &SMALL[..],
+            &base[..],
+        ]
+        .concat(),
+    );
+    let alarms: Vec<u64> = metrics(&warned)
+        .iter()
+        .filter(|m| m.get("alarms").is_some())
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(alarms, vec![2, 4], "an alarm every `patience` steps: {out}");
+    assert!(
+        out.contains("warning: step 2:") && out.contains("rollout.max_response_tokens"),
+        "{out}"
+    );
+    // With guards.stop the run ends at the first alarm, with its checkpoint and a message.
+    let stopped = dir.path().join("stopped");
+    let output = host(
+        &[
+            &["train", "--steps", "4", "--out", s(&stopped)],
+            &SMALL[..],
+            &base[..],
+            &["--set", "guards.stop=true"],
+        ]
+        .concat(),
+    );
+    let all = text(&output);
+    assert!(!output.status.success(), "{all}");
+    assert!(
+        all.contains("stopped after step 2 by the collapse guards"),
+        "{all}"
+    );
+    assert_eq!(metrics(&stopped).last().unwrap()["step"], 2);
+    assert!(
+        stopped
+            .join("checkpoints/step-000002/model/model.safetensors")
+            .is_file()
+    );
+    // Bad bands are refused by name before anything runs.
+    let error = text(&host(&["train", "--set", "guards.truncated_max=2"]));
+    assert!(error.contains("guards.truncated_max"), "{error}");
 }
 
 #[test]
@@ -454,6 +515,7 @@ fn dynamic_sampling_trains_only_on_groups_that_differ_and_skipping_changes_nothi
             plugins,
         ];
         for set in [
+            "sft.embedded_warm_start=false",
             "rollout.batch_prompts=2",
             "rollout.group_size=3",
             "rollout.max_response_tokens=24",
@@ -488,7 +550,7 @@ fn dynamic_sampling_trains_only_on_groups_that_differ_and_skipping_changes_nothi
         assert_eq!(m["rollouts"], 18);
     }
     // The cursor moved past every drawn question: 6 per step.
-    assert!((flat[1]["epoch"].as_f64().unwrap() - 12.0 / 168.0).abs() < 1e-9);
+    assert!((flat[1]["epoch"].as_f64().unwrap() - 12.0 / 398.0).abs() < 1e-9);
 
     // A reward that differs within every group (the response's length): the first batch
     // holds enough informative groups, nothing more is drawn, all are trained.
@@ -521,6 +583,8 @@ fn dynamic_sampling_trains_only_on_groups_that_differ_and_skipping_changes_nothi
         s(&penalised),
         "--quiet",
         "--plugins=plugins",
+        "--set",
+        "sft.embedded_warm_start=false",
         "--set",
         "rollout.batch_prompts=2",
         "--set",
@@ -568,7 +632,11 @@ fn dynamic_sampling_trains_only_on_groups_that_differ_and_skipping_changes_nothi
     // Skipping sequences that add nothing: with the flat reward every sequence is skipped,
     // and the run is the same as without skipping (no gradient either way; weight decay off,
     // since a skipped mini-batch takes no AdamW step at all).
-    let plain = run_with("plain", "--plugins=plugins", &["optim.weight_decay=0"]);
+    let plain = run_with(
+        "plain",
+        "--plugins=plugins",
+        &["optim.weight_decay=0", "grpo.skip_zero_contribution=false"],
+    );
     let skipped = run_with(
         "skipped",
         "--plugins=plugins",

@@ -40,14 +40,16 @@ fn comparable(run: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// Demonstrations of the embedded world's training questions (ReSearch dialect), with
-/// budgets that hold two searches.
+/// Demonstrations of the embedded world's first 160 warm-start questions (ReSearch
+/// dialect), with budgets that hold two searches.
 fn world_demos(dir: &Path) -> std::path::PathBuf {
     let out = dir.join("demos.jsonl");
     let log = succeed(&[
         "demos",
         "--plugins=plugins",
         "--quiet",
+        "--limit",
+        "160",
         "--out",
         s(&out),
         "--set",
@@ -62,15 +64,19 @@ fn demonstrations_of_the_world_search_and_earn_the_full_reward() {
     let dir = tempfile::tempdir().unwrap();
     let out = world_demos(dir.path());
     let demos = read_trajectories(&out);
-    // 168 training questions; the validation questions are never used.
-    assert!(demos.len() >= 84, "only {} demonstrations", demos.len());
-    let validation =
-        std::fs::read_to_string(common::repo_root().join("examples/world/validation.jsonl"))
-            .unwrap();
+    // 160 warm-start questions; neither GRPO's training questions nor the validation
+    // questions are used.
+    assert!(demos.len() >= 80, "only {} demonstrations", demos.len());
+    let held_apart = ["validation", "train"]
+        .map(|f| {
+            std::fs::read_to_string(common::repo_root().join(format!("examples/world/{f}.jsonl")))
+                .unwrap()
+        })
+        .concat();
     let mut two_hop = 0;
     for t in &demos {
         assert!(
-            !validation.contains(&format!("\"{}\"", t.question)),
+            !held_apart.contains(&format!("\"{}\"", t.question)),
             "{}",
             t.question
         );
@@ -360,7 +366,11 @@ fn transcripts_and_rewarded_rollouts_become_trajectories() {
         "--out",
         s(&train),
         "--set",
+        "sft.embedded_warm_start=false",
+        "--set",
         "rollout.batch_prompts=2",
+        "--set",
+        "rollout.group_size=4",
         "--set",
         "rollout.max_response_tokens=24",
         "--set",

@@ -2,16 +2,28 @@
 """Writes the embedded default's fictional world: a passage corpus and question sets whose
 answers exist only in the corpus, so a model must search to answer.
 
-    python3 examples/world/make_world.py     # rewrites corpus.jsonl, train.jsonl, validation.jsonl
+    python3 examples/world/make_world.py     # rewrites corpus, warmstart, train and validation
+    python3 examples/world/make_world.py --scale 24 --out /tmp/big-world   # a larger one
 
 Deterministic (seeded); the host embeds the three files, so rerun it only to change the world.
+Each passage names its subject in the words its questions use ("The X River flows through T",
+"C is best known for making the T"), so a plain embedder finds it from the question.
 """
+import argparse
 import json
 import random
 from pathlib import Path
 
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--scale", type=int, default=6, help="entities per kind, in units of the smallest world")
+parser.add_argument("--validation", type=int, default=100, help="held-out questions")
+parser.add_argument("--warm-start", type=int, default=750,
+                    help="questions for the warm start's demonstrations (the rest train GRPO)")
+parser.add_argument("--out", type=Path, default=Path(__file__).parent, help="output folder")
+args = parser.parse_args()
 rng = random.Random(20261121)
-here = Path(__file__).parent
+here = args.out
+here.mkdir(parents=True, exist_ok=True)
 
 syllables = ["ka", "lo", "mi", "ren", "tas", "vor", "el", "dun", "sa", "bri", "qu", "zel",
              "no", "ath", "ri", "mon", "fe", "gal", "ish", "tor", "ul", "wen", "py", "dra"]
@@ -28,10 +40,11 @@ def unique(make, count):
     return sorted(seen)
 
 
-towns = unique(lambda: name(2) + rng.choice(["ford", "holm", "vale", "mere", "wick"]), 24)
-rivers = unique(lambda: "the " + name(2) + " River", 12)
-people = unique(lambda: name(2) + " " + name(3), 48)
-companies = unique(lambda: name(2) + " " + rng.choice(["Works", "Guild", "Foundry", "Press"]), 16)
+k = args.scale
+towns = unique(lambda: name(2) + rng.choice(["ford", "holm", "vale", "mere", "wick"]), 24 * k)
+rivers = unique(lambda: "the " + name(2) + " River", 12 * k)
+people = unique(lambda: name(2) + " " + name(3), 48 * k)
+companies = unique(lambda: name(2) + " " + rng.choice(["Works", "Guild", "Foundry", "Press"]), 16 * k)
 things = ["lantern", "loom", "compass", "kite", "clock", "bell", "telescope", "harp",
           "bridge", "ferry", "mill", "printing press", "glider", "violin", "lens", "barometer"]
 colours = ["amber", "cobalt", "crimson", "ivory", "jade", "saffron", "slate", "violet"]
@@ -41,8 +54,8 @@ corpus, questions = [], []
 town_river = {t: rng.choice(rivers) for t in towns}
 town_colour = {t: rng.choice(colours) for t in towns}
 for t in towns:
-    text = (f"{t} is a market town on {town_river[t]}. Its houses are painted {town_colour[t]}, "
-            f"and its fair is held every spring. Travellers reach {t} by the old river road.")
+    text = (f"{t} is a market town. The {town_river[t].removeprefix('the ')} flows through {t}. "
+            f"The houses of {t} are painted {town_colour[t]}, and its fair is held every spring.")
     corpus.append((t, text))
     questions.append((f"Which river flows through {t}?", [town_river[t].removeprefix("the ")]))
     questions.append((f"What colour are the houses of {t}?", [town_colour[t]]))
@@ -50,14 +63,14 @@ for t in towns:
 company_founder, company_thing, company_town = {}, {}, {}
 for i, c in enumerate(companies):
     company_founder[c] = people[i]
-    company_thing[c] = things[i]
+    company_thing[c] = things[i % len(things)]
     company_town[c] = rng.choice(towns)
     year = rng.choice(years)
     text = (f"{c} is a workshop in {company_town[c]}, founded in {year} by {people[i]}. "
-            f"It is best known for its {things[i]}, which is still made by hand there.")
+            f"{c} is best known for making the {company_thing[c]}, still by hand.")
     corpus.append((c, text))
     questions.append((f"Who founded {c}?", [people[i]]))
-    questions.append((f"What is {c} best known for making?", [things[i]]))
+    questions.append((f"What is {c} best known for making?", [company_thing[c]]))
 
 for i, p in enumerate(people):
     born = rng.choice(towns)
@@ -76,7 +89,8 @@ for i, p in enumerate(people):
                           [town_river[born].removeprefix("the ")]))
 
 rng.shuffle(questions)
-split = len(questions) - 40
+split = len(questions) - args.validation
+warm = min(args.warm_start, split)
 
 
 def write(path, rows):
@@ -87,9 +101,13 @@ def write(path, rows):
 
 write(here / "corpus.jsonl",
       [{"id": str(i), "contents": f'"{title}"\n{text}'} for i, (title, text) in enumerate(corpus)])
+write(here / "warmstart.jsonl",
+      [{"id": f"w{i}", "question": q, "golden_answers": a} for i, (q, a) in enumerate(questions[:warm])])
 write(here / "train.jsonl",
-      [{"id": f"w{i}", "question": q, "golden_answers": a} for i, (q, a) in enumerate(questions[:split])])
+      [{"id": f"w{i}", "question": q, "golden_answers": a}
+       for i, (q, a) in enumerate(questions[warm:split], start=warm)])
 write(here / "validation.jsonl",
       [{"id": f"w{i}", "question": q, "golden_answers": a}
        for i, (q, a) in enumerate(questions[split:], start=split)])
-print(f"{len(corpus)} passages, {split} training and {len(questions) - split} validation questions")
+print(f"{len(corpus)} passages; questions: {warm} warm-start, {split - warm} training (GRPO), "
+      f"{len(questions) - split} validation")

@@ -6,7 +6,7 @@ use crate::data::qa::load_qa;
 use crate::demos::collect::{from_run, from_transcripts};
 use crate::demos::{DemoBuilder, DemoTemplate};
 use crate::grpo::TrainConfig;
-use crate::grpo::assets::world_questions;
+use crate::grpo::assets::world_warm_start_questions;
 use crate::grpo::run_dir::write_atomic;
 use crate::model::ModelTokenizer;
 use crate::model::loader::read_config;
@@ -46,7 +46,7 @@ pub struct DemosArgs {
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
     /// QA file (FlashRAG JSONL) [default: the config's data.train, else the embedded world's
-    /// training questions].
+    /// warm-start questions].
     #[arg(long, value_name = "FILE", conflicts_with_all = ["from_run", "transcripts"])]
     pub data: Option<PathBuf>,
     /// Collect the rewarded rollouts of a `host train` or `host eval` folder instead.
@@ -111,7 +111,7 @@ pub fn run(args: DemosArgs) -> Result<ExitCode> {
     let questions = match (&args.transcripts, &config.data.train) {
         (Some(_), _) => None,
         (None, Some(path)) => Some(load_qa(path, config.data.on_bad_record)?),
-        (None, None) => Some(world_questions()?.0),
+        (None, None) => Some(world_warm_start_questions()?),
     };
     let template = DemoTemplate::load(&template_name(&args, &config))?;
     let cache_root = args.config.cache_root();
@@ -204,26 +204,11 @@ fn demos_config(args: &DemosArgs) -> Result<TrainConfig> {
     Ok(config)
 }
 
-/// `--template`, else the dialect the active parser's settings name.
+/// `--template`, else the shipped template of the run's dialect.
 fn template_name(args: &DemosArgs, config: &TrainConfig) -> String {
-    if let Some(name) = &args.template {
-        return name.clone();
-    }
-    let parser = config
-        .plugins
-        .active
-        .get("parser")
-        .map_or("tag-parser", String::as_str);
-    match config
-        .plugins
-        .config
-        .get(parser)
-        .and_then(|settings| settings.get("dialect"))
-        .and_then(|value| value.as_str())
-    {
-        Some("searchr1") => "searchr1".into(),
-        _ => "research".into(),
-    }
+    args.template
+        .clone()
+        .unwrap_or_else(|| DemoTemplate::default_name(config).to_string())
 }
 
 fn mean_reward(trajectories: &[Trajectory]) -> f64 {

@@ -2,7 +2,7 @@
 
 use crate::data::corpus::{CorpusReader, OnBadRecord};
 use crate::retrieval::embedder::{Embedder, SettingsOverrides};
-use crate::retrieval::tiny::{TINY_BERT, init_tiny_bert};
+use crate::retrieval::tiny::{BERT_SIZES, TinyBertSize, init_tiny_bert};
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Subcommand;
@@ -17,8 +17,9 @@ pub enum EmbedderCommand {
     /// Write a random-weight BERT embedder (WordPiece tokenizer trained on --corpus, mean
     /// pooling) for tests and trials. Deterministic for a given seed and corpus.
     Init {
-        /// Model size; `tiny` is 2 layers × 32 wide, 128 positions.
-        #[arg(long, default_value = "tiny", value_parser = ["tiny"])]
+        /// Model size; `tiny` is 2 layers × 32 wide, `wide` 1 layer × 256 (the embedded
+        /// world's); both read 128 positions.
+        #[arg(long, default_value = "tiny", value_parser = ["tiny", "wide"])]
         size: String,
         /// Output folder (replaced if it exists).
         #[arg(long)]
@@ -30,6 +31,9 @@ pub enum EmbedderCommand {
         /// 5000 passages) [default: built-in text].
         #[arg(long)]
         corpus: Option<PathBuf>,
+        /// WordPiece tokens the tokenizer aims for [default: the size's].
+        #[arg(long)]
+        vocab: Option<usize>,
     },
     /// Embed texts and print the vectors as JSON (one array per text).
     Embed {
@@ -51,14 +55,23 @@ pub enum EmbedderCommand {
 pub fn run(command: EmbedderCommand) -> Result<ExitCode> {
     match command {
         EmbedderCommand::Init {
-            size: _,
+            size,
             out,
             seed,
             corpus,
+            vocab,
         } => {
             let text = corpus.as_deref().map(training_text).transpose()?;
-            init_tiny_bert(TINY_BERT, seed, text.as_deref(), &out)?;
-            println!("wrote a tiny BERT embedder to {}", out.display());
+            let (_, shape) = BERT_SIZES
+                .iter()
+                .find(|(name, _)| *name == size)
+                .with_context(|| format!("unknown embedder size {size}"))?;
+            let shape = TinyBertSize {
+                vocab: vocab.unwrap_or(shape.vocab),
+                ..*shape
+            };
+            init_tiny_bert(shape, seed, text.as_deref(), &out)?;
+            println!("wrote a {size} BERT embedder to {}", out.display());
         }
         EmbedderCommand::Embed {
             embedder,

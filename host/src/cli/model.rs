@@ -1,6 +1,6 @@
 //! `host model …`: create and inspect policy models.
 
-use crate::model::tiny::{SIZES, TokenizerSource, init_random};
+use crate::model::tiny::{SIZES, TinySize, TokenizerSource, init_random};
 use crate::model::{Architecture, loader::read_config};
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -19,9 +19,10 @@ writes a 494 M-parameter random model shaped like Qwen2.5-0.5B (2 GB) for benchm
         /// qwen2 (tied embeddings, q/k/v biases) or llama (untied head).
         #[arg(long)]
         arch: Architecture,
-        /// Model size: `tiny` is 2 layers × 64 wide, vocabulary ~520 (for tests); `0.5b` is
-        /// Qwen2.5-0.5B's shape, 24 layers × 896, 14/2 heads, vocabulary 151,936.
-        #[arg(long, default_value = "tiny", value_parser = ["tiny", "0.5b"])]
+        /// Model size: `tiny` is 2 layers × 64 wide, vocabulary ~520 (for tests); `small` 4
+        /// layers × 128 (the embedded default's policy); `0.5b` is Qwen2.5-0.5B's shape, 24
+        /// layers × 896, 14/2 heads, vocabulary 151,936.
+        #[arg(long, default_value = "tiny", value_parser = ["tiny", "small", "0.5b"])]
         size: String,
         /// Output folder (replaced atomically if it exists).
         #[arg(long)]
@@ -36,6 +37,9 @@ writes a 494 M-parameter random model shaped like Qwen2.5-0.5B (2 GB) for benchm
         /// <|endoftext|> and <|im_end|>), e.g. Qwen2.5's.
         #[arg(long)]
         tokenizer: Option<PathBuf>,
+        /// Tokens the trained tokenizer aims for [default: the size's].
+        #[arg(long, conflicts_with = "tokenizer")]
+        vocab: Option<usize>,
     },
     /// Convert a GGUF file (F32/F16/Q4_0/Q4_1/Q4_K/Q6_K/Q8_0/…) into a model folder: weights
     /// dequantised to f32 safetensors, tokenizer rebuilt from the GGUF vocabulary.
@@ -79,6 +83,7 @@ pub fn run(command: ModelCommand) -> Result<ExitCode> {
             seed,
             corpus,
             tokenizer,
+            vocab,
         } => {
             let (_, shape) = SIZES
                 .iter()
@@ -94,7 +99,11 @@ pub fn run(command: ModelCommand) -> Result<ExitCode> {
                 Some(path) => TokenizerSource::File(path),
                 None => TokenizerSource::Train(corpus.as_deref()),
             };
-            init_random(arch, *shape, seed, source, &out)?;
+            let shape = TinySize {
+                vocab: vocab.unwrap_or(shape.vocab),
+                ..*shape
+            };
+            init_random(arch, shape, seed, source, &out)?;
             let config = read_config(&out)?;
             let params: usize = crate::model::transformer::parameter_shapes(&config)
                 .iter()

@@ -3,6 +3,7 @@
 //! results are delimited in a teacher's transcript. Two are shipped (`research`,
 //! `searchr1`, in `demos/templates/`); a user's own TOML file replaces them.
 
+use crate::grpo::TrainConfig;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -50,6 +51,26 @@ pub struct Fill<'a> {
 }
 
 impl DemoTemplate {
+    /// The shipped template that matches a run's dialect: `searchr1` when the active parser's
+    /// `dialect` setting says so, else `research`.
+    pub fn default_name(config: &TrainConfig) -> &'static str {
+        let parser = config
+            .plugins
+            .active
+            .get("parser")
+            .map_or("tag-parser", String::as_str);
+        match config
+            .plugins
+            .config
+            .get(parser)
+            .and_then(|settings| settings.get("dialect"))
+            .and_then(|value| value.as_str())
+        {
+            Some("searchr1") => "searchr1",
+            _ => "research",
+        }
+    }
+
     /// A shipped template by name (`research`, `searchr1`) or a TOML file.
     pub fn load(name_or_path: &str) -> Result<DemoTemplate> {
         if let Some((name, text)) = SHIPPED.iter().find(|(name, _)| *name == name_or_path) {

@@ -1,24 +1,43 @@
 //! Where a run's model, index and questions come from: the paths of the config, or the
-//! embedded default — a fictional world (88 passages, 208 questions, `examples/world/`) with a
-//! tiny random policy, a tiny embedder and an index built on the fly into the cache folder,
-//! so that `host train --plugins ./plugins` works on a fresh clone without downloads.
+//! embedded default — a fictional world (`examples/world/`: 528 passages; 750 warm-start,
+//! 398 training and 100 validation questions) with a small random policy, a random embedder
+//! and an index built on the fly into the cache folder, so that `host train --plugins
+//! ./plugins` works on a fresh clone without downloads.
 
 use crate::data::corpus::OnBadRecord;
 use crate::data::qa::{QaSet, parse_qa};
 use crate::model::config::Architecture;
-use crate::model::tiny::{BUILTIN_CORPUS, TINY, init_tiny};
+use crate::model::tiny::{BUILTIN_CORPUS, SMALL, TinySize, init_tiny};
 use crate::retrieval::embedder::{Embedder, SettingsOverrides};
 use crate::retrieval::index::{self, Index, IndexState};
 use crate::retrieval::ingest::{IngestOptions, ingest};
-use crate::retrieval::tiny::{TINY_BERT, init_tiny_bert};
+use crate::retrieval::tiny::{TinyBertSize, WIDE_BERT, init_tiny_bert};
 use anyhow::{Context, Result};
 use candle_core::Device;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
+/// The embedded policy: the `small` shape with a vocabulary large enough that the world's
+/// names and years are single tokens (its tokenizer is trained on the world's text), so that
+/// copying a name from the question or the results is one attention step.
+pub const POLICY_SIZE: TinySize = TinySize {
+    vocab: 2048,
+    ..SMALL
+};
+
+/// The embedded embedder: wide random BERT whose WordPiece vocabulary holds the world's names
+/// as whole words, so that mean-pooled vectors find a name's passage.
+pub const EMBEDDER_SIZE: TinyBertSize = TinyBertSize {
+    vocab: 4000,
+    ..WIDE_BERT
+};
+
 /// The embedded world's passages (FlashRAG corpus JSONL).
 pub const WORLD_CORPUS: &str = include_str!("../../../examples/world/corpus.jsonl");
-/// The embedded world's training questions (FlashRAG QA JSONL).
+/// The embedded world's questions for the warm start's demonstrations.
+pub const WORLD_WARM_START: &str = include_str!("../../../examples/world/warmstart.jsonl");
+/// The embedded world's training questions (FlashRAG QA JSONL): GRPO's, none of them shown
+/// in a demonstration, so that what GRPO gains is not recall of the warm start.
 pub const WORLD_TRAIN: &str = include_str!("../../../examples/world/train.jsonl");
 /// The embedded world's held-out questions.
 pub const WORLD_VALIDATION: &str = include_str!("../../../examples/world/validation.jsonl");
@@ -31,7 +50,16 @@ pub struct EmbeddedAssets {
     pub index: PathBuf,
 }
 
-/// The embedded questions.
+/// The embedded questions of the warm start's demonstrations.
+pub fn world_warm_start_questions() -> Result<QaSet> {
+    parse_qa(
+        WORLD_WARM_START,
+        "embedded world (warm start)",
+        OnBadRecord::Stop,
+    )
+}
+
+/// The embedded training and validation questions.
 pub fn world_questions() -> Result<(QaSet, QaSet)> {
     Ok((
         parse_qa(WORLD_TRAIN, "embedded world (train)", OnBadRecord::Stop)?,
@@ -47,7 +75,13 @@ pub fn world_questions() -> Result<(QaSet, QaSet)> {
 /// another through a lock file; a build cut short is redone.
 pub fn embedded_assets(cache_root: &Path, seed: u64) -> Result<EmbeddedAssets> {
     let mut hasher = Sha256::new();
-    for part in [WORLD_CORPUS, WORLD_TRAIN, BUILTIN_CORPUS, "tiny-v2"] {
+    for part in [
+        WORLD_CORPUS,
+        WORLD_WARM_START,
+        WORLD_TRAIN,
+        BUILTIN_CORPUS,
+        "world-v3",
+    ] {
         hasher.update(part.as_bytes());
     }
     hasher.update(seed.to_le_bytes());
@@ -79,8 +113,14 @@ pub fn embedded_assets(cache_root: &Path, seed: u64) -> Result<EmbeddedAssets> {
         }
     }
     let text = world_text();
-    init_tiny(Architecture::Qwen2, TINY, seed, Some(&text), &assets.policy)?;
-    init_tiny_bert(TINY_BERT, seed, Some(&text), &assets.embedder)?;
+    init_tiny(
+        Architecture::Qwen2,
+        POLICY_SIZE,
+        seed,
+        Some(&text),
+        &assets.policy,
+    )?;
+    init_tiny_bert(EMBEDDER_SIZE, seed, Some(&text), &assets.embedder)?;
     let corpus = root.join("corpus.jsonl");
     std::fs::write(&corpus, WORLD_CORPUS)?;
     let embedder = Embedder::load(
@@ -119,7 +159,7 @@ pub fn world_text() -> String {
     for _ in 0..3 {
         text.push_str(PROMPT_TEXT);
     }
-    for source in [WORLD_CORPUS, WORLD_TRAIN] {
+    for source in [WORLD_CORPUS, WORLD_WARM_START, WORLD_TRAIN] {
         for line in source.lines() {
             if let Ok(value) = serde_json::from_str::<serde_json::Value>(line) {
                 for key in ["contents", "question"] {

@@ -3,6 +3,7 @@
 //! overrides from the command line.
 
 use super::advantages::AdvantageMode;
+pub use super::guards::GuardsSection;
 use super::loss::{ImportanceSampling, LossAggregation};
 use super::optim::{AdamWSettings, ScheduleKind};
 use crate::data::corpus::OnBadRecord;
@@ -26,6 +27,8 @@ pub struct TrainConfig {
     pub checkpoint: CheckpointSection,
     pub validation: ValidationSection,
     pub logging: LoggingSection,
+    /// Collapse detection (entropy, KL and truncation bands).
+    pub guards: GuardsSection,
     /// The supervised warm start (`host sft`); `host train` ignores it.
     pub sft: SftSection,
 }
@@ -378,6 +381,9 @@ pub struct SftSection {
     pub schedule: ScheduleKind,
     /// Share of the optimiser steps spent warming up linearly.
     pub warmup_ratio: f64,
+    /// `host train` without a model first warm-starts the embedded tiny policy with these
+    /// settings, on demonstrations of its training questions (built once, then cached).
+    pub embedded_warm_start: bool,
 }
 
 impl Default for SftSection {
@@ -391,6 +397,7 @@ impl Default for SftSection {
             lr: 1e-5,
             schedule: ScheduleKind::Cosine,
             warmup_ratio: 0.05,
+            embedded_warm_start: true,
         }
     }
 }
@@ -546,6 +553,7 @@ impl TrainConfig {
                 bail!("{message}");
             }
         }
+        self.guards.validate()?;
         match self.model.dtype.as_str() {
             "f32" => {}
             "bf16" => bail!(

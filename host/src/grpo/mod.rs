@@ -1,9 +1,10 @@
 //! GRPO: group advantages, the clipped policy loss with k3 KL and entropy, AdamW with its
-//! schedule, the training configuration, the run folder and the training loop.
+//! schedule, collapse guards, the training configuration, the run folder and the training loop.
 
 pub mod advantages;
 pub mod assets;
 pub mod config;
+pub mod guards;
 pub mod inplace;
 pub mod loss;
 pub mod optim;

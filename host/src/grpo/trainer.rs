@@ -9,13 +9,14 @@
 
 use super::advantages::{group_advantages, informative, overlong_penalty};
 use super::config::TrainConfig;
+use super::guards::{Guards, StepHealth};
 use super::loss::{LossInputs, LossScale, LossSettings, LossStats, policy_loss};
 use super::optim::{AdamW, LrSchedule, clip_grad_norm};
 use super::run_dir::{RunDir, TrainerState};
 use crate::data::qa::{QaExample, QaSet};
 use crate::model::{LoadedModel, PaddedBatch, Policy, SamplingParams, load_model};
 use crate::plugins::{Finish, PluginSet};
-use crate::rollout::validation::validate;
+use crate::rollout::validation::{Validation, validate};
 use crate::rollout::{Episodes, RolloutSettings, RolloutTimes, Trajectory};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor, Var};
@@ -58,6 +59,7 @@ pub struct Trainer {
     /// Questions drawn so far (the data cursor; dynamic sampling may draw more than a batch).
     cursor: u64,
     plugin_errors_total: u64,
+    guards: Guards,
 }
 
 /// One micro-batch of the update, prepared before the first optimiser step.
@@ -290,6 +292,7 @@ impl Trainer {
         let stop_sequences = parser.stop_sequences()?;
         let step = state.as_ref().map_or(0, |s| s.step);
         let cursor = state.as_ref().map_or(0, |s| s.data_cursor);
+        let config_guards = config.guards.clone();
         if resume {
             run.reset_metrics_after(state.as_ref().map(|s| s.step))?;
         }
@@ -306,6 +309,7 @@ impl Trainer {
             step,
             cursor,
             plugin_errors_total: 0,
+            guards: Guards::new(config_guards),
         })
     }
 
@@ -319,18 +323,24 @@ impl Trainer {
         &self.model.policy
     }
 
-    /// Runs until `run.steps`, with validation and checkpoints as configured.
-    pub fn run(&mut self, report: ReportOptions) -> Result<()> {
+    /// Runs until `run.steps`, with validation and checkpoints as configured. Returns the
+    /// first and the last validation of this call (when it validated at least once).
+    pub fn run(&mut self, report: ReportOptions) -> Result<Option<(Validation, Validation)>> {
         let total = self.config.run.steps;
         let bar = progress_bar(total, self.step, report.quiet);
         let every_val = self.config.validation.every;
+        let mut first: Option<Validation> = None;
+        let mut latest: Option<Validation> = None;
         if self.step == 0 && every_val > 0 && !self.inputs.validation.is_empty() {
-            let metrics = self.validate()?;
+            let validation = self.validate()?;
+            let mut metrics = serde_json::to_value(validation)?;
+            metrics["step"] = json!(0);
             self.run.append_metrics(&metrics)?;
             log_line(
                 &bar,
                 &format!("step 0: validation {}", brief_validation(&metrics)),
             );
+            first = Some(validation);
         }
         while self.step < total {
             let mut metrics = self.train_step()?;
@@ -341,18 +351,41 @@ impl Trainer {
                 && !self.inputs.validation.is_empty()
             {
                 let validation = self.validate()?;
-                if let (Some(m), Some(v)) = (metrics.as_object_mut(), validation.as_object()) {
-                    for (k, v) in v {
-                        if k != "step" {
-                            m.insert(k.clone(), v.clone());
-                        }
-                    }
+                first.get_or_insert(validation);
+                latest = Some(validation);
+                if let (Some(m), Value::Object(v)) =
+                    (metrics.as_object_mut(), serde_json::to_value(validation)?)
+                {
+                    m.extend(v);
                 }
+            }
+            let alarms = self
+                .guards
+                .observe(&step_health(&metrics, self.reference.is_some()));
+            if !alarms.is_empty() {
+                metrics["alarms"] = json!(alarms.iter().map(|a| a.to_string()).collect::<Vec<_>>());
             }
             self.run.append_metrics(&metrics)?;
             let every_ckpt = self.config.checkpoint.every;
-            if last || (every_ckpt > 0 && step.is_multiple_of(every_ckpt)) {
+            let stop = !alarms.is_empty() && self.guards.stops();
+            if last || stop || (every_ckpt > 0 && step.is_multiple_of(every_ckpt)) {
                 self.save_checkpoint()?;
+            }
+            for alarm in &alarms {
+                log_line(&bar, &format!("warning: step {step}: {alarm}"));
+            }
+            if stop {
+                bar.finish_and_clear();
+                bail!(
+                    "stopped after step {step} by the collapse guards (guards.stop = true): {}; \
+                     its checkpoint is {}",
+                    alarms
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    self.run.checkpoint(step).display()
+                );
             }
             let line = brief_step(&metrics, total);
             bar.set_position(step);
@@ -365,7 +398,7 @@ impl Trainer {
             }
         }
         bar.finish_and_clear();
-        Ok(())
+        Ok(first.zip(latest.or(first)))
     }
 
     /// The `count` questions after the first `cursor` drawn: the cursor walks a fresh seeded
@@ -703,7 +736,7 @@ impl Trainer {
     }
 
     /// Greedy rollouts on the held-out questions: EM, F1, mean reward.
-    pub fn validate(&self) -> Result<Value> {
+    pub fn validate(&self) -> Result<Validation> {
         let chunk = (self.config.rollout.batch_prompts * self.config.rollout.group_size).max(1);
         let (validation, rollouts) = validate(
             &self.episodes(),
@@ -717,9 +750,7 @@ impl Trainer {
             self.run
                 .write_jsonl(&self.run.trajectories("validation", self.step), &rollouts)?;
         }
-        let mut value = serde_json::to_value(validation)?;
-        value["step"] = json!(self.step);
-        Ok(value)
+        Ok(validation)
     }
 
     /// Writes a checkpoint of the current step (atomic; the last K kept).
@@ -820,6 +851,18 @@ impl Trainer {
                 "total": total,
             },
         })
+    }
+}
+
+/// What the collapse guards read from a step's metrics: entropy and KL only when an update
+/// ran (and KL only with a reference), the share of rollouts cut at the token budget.
+fn step_health(m: &Value, has_reference: bool) -> StepHealth {
+    let updated = m["sequences_trained"].as_u64().unwrap_or(0) > 0;
+    let rollouts = m["rollouts"].as_u64().unwrap_or(0).max(1) as f64;
+    StepHealth {
+        entropy: m["entropy"].as_f64().filter(|_| updated),
+        kl: m["kl"].as_f64().filter(|_| updated && has_reference),
+        truncated_share: m["finish"]["length"].as_u64().unwrap_or(0) as f64 / rollouts,
     }
 }
 

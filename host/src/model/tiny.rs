@@ -70,6 +70,19 @@ pub const TINY: TinySize = TinySize {
     padded_vocab: None,
 };
 
+/// The `small` size: 4 layers, 128 wide, 4 heads sharing 2 key/value heads (0.9 M
+/// parameters with the tiny vocabulary): the embedded default's policy, big enough to learn to
+/// copy names from search results within minutes on a CPU.
+pub const SMALL: TinySize = TinySize {
+    vocab: 512,
+    hidden: 128,
+    intermediate: 384,
+    layers: 4,
+    heads: 4,
+    kv_heads: 2,
+    padded_vocab: None,
+};
+
 /// Qwen2.5-0.5B's shape: 24 layers × 896 wide, 14 heads sharing 2 key/value heads, MLP 4864,
 /// vocabulary 151,936 (494 M parameters, 2 GB in f32). For benchmarks, not tests.
 pub const QWEN25_05B: TinySize = TinySize {
@@ -83,7 +96,7 @@ pub const QWEN25_05B: TinySize = TinySize {
 };
 
 /// The sizes `host model init --size` knows, by name.
-pub const SIZES: [(&str, TinySize); 2] = [("tiny", TINY), ("0.5b", QWEN25_05B)];
+pub const SIZES: [(&str, TinySize); 3] = [("tiny", TINY), ("small", SMALL), ("0.5b", QWEN25_05B)];
 
 /// Where a random model's tokenizer comes from.
 #[derive(Debug, Clone, Copy)]

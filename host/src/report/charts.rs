@@ -24,6 +24,9 @@ pub struct Chart {
     pub title: String,
     pub y_label: String,
     pub lines: Vec<Line>,
+    /// The step where GRPO took over from the warm start (a vertical rule), when the report
+    /// draws both phases.
+    pub boundary: Option<f64>,
 }
 
 impl Chart {
@@ -34,6 +37,7 @@ impl Chart {
             title: title.to_string(),
             y_label: y_label.to_string(),
             lines,
+            boundary: None,
         })
     }
 }
@@ -45,8 +49,20 @@ fn line(name: &str, points: &Series) -> Line {
     }
 }
 
-/// The charts of a run, in page order; a quantity the run never logged has no chart.
-pub fn training_charts(m: &RunMetrics) -> Vec<Chart> {
+/// The charts of a run, in page order; a quantity the run never logged has no chart. With
+/// `before` (the warm-start run the policy came from), both phases share one timeline: the
+/// warm start's steps first, then the run's, moved past them, with a rule where GRPO begins.
+pub fn training_charts(run: &RunMetrics, before: Option<&RunMetrics>) -> Vec<Chart> {
+    let empty = RunMetrics::default();
+    let (warm, boundary) = match before {
+        Some(warm) => (warm, Some(warm.last_step)),
+        None => (&empty, None),
+    };
+    let m = &run.shifted(boundary.unwrap_or(0.0));
+    let phase = |name: &str| match boundary {
+        Some(_) => format!("{name} (warm start)"),
+        None => name.to_string(),
+    };
     let components = m
         .components
         .iter()
@@ -57,7 +73,11 @@ pub fn training_charts(m: &RunMetrics) -> Vec<Chart> {
             "reward",
             "Reward",
             "mean reward",
-            vec![line("train", &m.reward), line("validation", &m.val_reward)],
+            vec![
+                line("train", &m.reward),
+                line("validation", &m.val_reward),
+                line(&phase("validation"), &warm.val_reward),
+            ],
         ),
         Chart::new(
             "reward_components",
@@ -69,7 +89,12 @@ pub fn training_charts(m: &RunMetrics) -> Vec<Chart> {
             "validation_em_f1",
             "Validation answer quality",
             "score",
-            vec![line("EM", &m.val_em), line("F1", &m.val_f1)],
+            vec![
+                line("EM", &m.val_em),
+                line("F1", &m.val_f1),
+                line(&phase("EM"), &warm.val_em),
+                line(&phase("F1"), &warm.val_f1),
+            ],
         ),
         Chart::new(
             "response_length",
@@ -84,7 +109,14 @@ pub fn training_charts(m: &RunMetrics) -> Vec<Chart> {
             vec![
                 line("train", &m.searches),
                 line("validation", &m.val_searches),
+                line(&phase("validation"), &warm.val_searches),
             ],
+        ),
+        Chart::new(
+            "warm_start_loss",
+            "Warm-start loss (SFT)",
+            "cross-entropy per token",
+            vec![line("loss", &warm.sft_loss), line("loss", &m.sft_loss)],
         ),
         Chart::new(
             "kl",
@@ -101,6 +133,7 @@ pub fn training_charts(m: &RunMetrics) -> Vec<Chart> {
     ]
     .into_iter()
     .flatten()
+    .map(|chart| Chart { boundary, ..chart })
     .collect()
 }
 
@@ -148,10 +181,11 @@ pub fn render_png(chart: &Chart, path: &Path) -> Result<()> {
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let points = || chart.lines.iter().flat_map(|l| l.points.iter());
-    let x = padded_range(points().map(|p| p.0));
+    let x = padded_range(points().map(|p| p.0).chain(chart.boundary));
     // About one label per step on short runs, at most 12.
     let x_labels = ((x.end - x.start).floor() as usize + 1).clamp(2, 12);
     let y = padded_range(points().map(|p| p.1));
+    let y_range = y.clone();
     let mut plot = ChartBuilder::on(&root)
         .caption(&chart.title, ("sans-serif", 22))
         .margin(14)
@@ -160,7 +194,11 @@ pub fn render_png(chart: &Chart, path: &Path) -> Result<()> {
         .build_cartesian_2d(x, y)
         .map_err(|e| err(&e))?;
     plot.configure_mesh()
-        .x_desc("step")
+        .x_desc(if chart.boundary.is_some() {
+            "step (warm start, then GRPO)"
+        } else {
+            "step"
+        })
         .x_labels(x_labels)
         .x_label_formatter(&|x| {
             if x.fract() == 0.0 {
@@ -174,6 +212,16 @@ pub fn render_png(chart: &Chart, path: &Path) -> Result<()> {
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|e| err(&e))?;
+    if let Some(at) = chart.boundary {
+        let grey = RGBColor(150, 150, 150);
+        plot.draw_series(LineSeries::new(
+            [(at, y_range.start), (at, y_range.end)],
+            grey.stroke_width(1),
+        ))
+        .map_err(|e| err(&e))?
+        .label("GRPO starts")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], grey.stroke_width(1)));
+    }
     for (index, series) in chart.lines.iter().enumerate() {
         let colour = COLOURS[index % COLOURS.len()];
         plot.draw_series(LineSeries::new(
@@ -238,5 +286,38 @@ mod tests {
             bytes.len()
         );
         assert!(Chart::new("x", "x", "x", vec![line("e", &vec![])]).is_none());
+    }
+
+    #[test]
+    fn a_warm_start_comes_first_on_one_timeline() {
+        let warm = RunMetrics {
+            val_reward: vec![(0.0, 0.0), (40.0, 0.2)],
+            sft_loss: vec![(1.0, 2.0), (40.0, 0.5)],
+            sft_steps: 40,
+            last_step: 40.0,
+            ..RunMetrics::default()
+        };
+        let grpo = RunMetrics {
+            steps: 2,
+            reward: vec![(1.0, 0.3), (2.0, 0.4)],
+            val_reward: vec![(0.0, 0.2), (2.0, 0.35)],
+            last_step: 2.0,
+            ..RunMetrics::default()
+        };
+        let charts = training_charts(&grpo, Some(&warm));
+        let reward = charts.iter().find(|c| c.file_stem == "reward").unwrap();
+        assert_eq!(reward.boundary, Some(40.0));
+        let by_name = |name: &str| &reward.lines.iter().find(|l| l.name == name).unwrap().points;
+        assert_eq!(by_name("validation"), &vec![(40.0, 0.2), (42.0, 0.35)]);
+        assert_eq!(by_name("train"), &vec![(41.0, 0.3), (42.0, 0.4)]);
+        assert_eq!(by_name("validation (warm start)"), &warm.val_reward);
+        assert!(charts.iter().any(|c| c.file_stem == "warm_start_loss"));
+        let dir = tempfile::tempdir().unwrap();
+        render_png(reward, &dir.path().join("r.png")).unwrap();
+        // Alone, the run keeps its own steps and has no rule or loss chart.
+        let alone = training_charts(&grpo, None);
+        assert!(alone.iter().all(|c| c.boundary.is_none()));
+        assert!(alone.iter().all(|c| c.file_stem != "warm_start_loss"));
+        assert_eq!(alone[0].lines[0].points[0], (1.0, 0.3));
     }
 }

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 pub struct PageInput<'a> {
     pub run_dir: &'a Path,
     pub metrics: &'a RunMetrics,
+    /// The warm-start run drawn before this one, and its folder.
+    pub before: Option<(&'a RunMetrics, &'a Path)>,
     /// Each chart with the PNG drawn for it.
     pub charts: &'a [(Chart, PathBuf)],
     pub evals: &'a [EvalRun],
@@ -42,8 +44,28 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 text-align:right}td:first-child,td:nth-child(2),th{text-align:left}tr.delta{font-weight:bold;\
 background:#f4f4f4}pre{background:#f7f7f7;padding:1em;overflow-x:auto}";
 
-fn headline(m: &RunMetrics) -> String {
-    let mut items = vec![format!("{} training steps", m.steps)];
+fn headline(m: &RunMetrics, before: Option<(&RunMetrics, &Path)>) -> String {
+    let mut items = Vec::new();
+    if let Some((warm, dir)) = before {
+        let mut item = format!(
+            "warm start: {} supervised steps in {}",
+            warm.sft_steps,
+            dir.display()
+        );
+        if let (Some(first), Some(last)) = (warm.val_reward.first(), warm.val_reward.last()) {
+            item.push_str(&format!(
+                ", validation reward {:.3} → {:.3}",
+                first.1, last.1
+            ));
+        }
+        items.push(item);
+    }
+    if m.sft_steps > 0 {
+        items.push(format!("{} supervised (warm-start) steps", m.sft_steps));
+    }
+    if m.steps > 0 || m.sft_steps == 0 {
+        items.push(format!("{} training steps", m.steps));
+    }
     let window = (m.steps / 4).max(1);
     if let Some((first, last)) = RunMetrics::first_last_mean(&m.reward, window) {
         items.push(format!(
@@ -117,7 +139,7 @@ pub fn page(input: &PageInput) -> Result<String> {
 <style>{STYLE}</style></head><body><h1>{}</h1><ul>{}</ul>",
         escape(&title),
         escape(&title),
-        headline(input.metrics)
+        headline(input.metrics, input.before)
     );
     if !input.evals.is_empty() {
         html.push_str("<h2>Evaluation</h2>");

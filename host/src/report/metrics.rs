@@ -27,6 +27,12 @@ pub struct RunMetrics {
     pub val_searches: Series,
     /// Seconds per step.
     pub step_seconds: Series,
+    /// Warm-start steps found (`host sft` lines, with `loss`).
+    pub sft_steps: usize,
+    pub sft_loss: Series,
+    pub sft_token_accuracy: Series,
+    /// The largest step of any line.
+    pub last_step: f64,
 }
 
 impl RunMetrics {
@@ -67,7 +73,7 @@ impl RunMetrics {
             };
             metrics.add(step, &value);
         }
-        if metrics.steps == 0 && metrics.val_reward.is_empty() {
+        if metrics.steps == 0 && metrics.sft_steps == 0 && metrics.val_reward.is_empty() {
             bail!(
                 "{} holds no training step or validation yet: nothing to report",
                 path.display()
@@ -78,6 +84,14 @@ impl RunMetrics {
 
     fn add(&mut self, step: f64, value: &Value) {
         let get = |key: &str| value.get(key).and_then(Value::as_f64);
+        self.last_step = self.last_step.max(step);
+        if let (None, Some(loss)) = (get("reward_mean"), get("loss")) {
+            self.sft_steps += 1;
+            self.sft_loss.push((step, loss));
+            if let Some(accuracy) = get("token_accuracy") {
+                self.sft_token_accuracy.push((step, accuracy));
+            }
+        }
         if let Some(reward) = get("reward_mean") {
             self.steps += 1;
             self.reward.push((step, reward));
@@ -117,6 +131,34 @@ impl RunMetrics {
             if let Some(s) = get("val_searches") {
                 self.val_searches.push((step, s));
             }
+        }
+    }
+
+    /// The same run with every step moved by `offset` (a GRPO run drawn after its warm start).
+    pub fn shifted(&self, offset: f64) -> RunMetrics {
+        let shift = |series: &Series| series.iter().map(|&(x, y)| (x + offset, y)).collect();
+        RunMetrics {
+            steps: self.steps,
+            reward: shift(&self.reward),
+            reward_std: shift(&self.reward_std),
+            components: self
+                .components
+                .iter()
+                .map(|(name, series)| (name.clone(), shift(series)))
+                .collect(),
+            response_length: shift(&self.response_length),
+            searches: shift(&self.searches),
+            kl: shift(&self.kl),
+            entropy: shift(&self.entropy),
+            val_reward: shift(&self.val_reward),
+            val_em: shift(&self.val_em),
+            val_f1: shift(&self.val_f1),
+            val_searches: shift(&self.val_searches),
+            step_seconds: shift(&self.step_seconds),
+            sft_steps: self.sft_steps,
+            sft_loss: shift(&self.sft_loss),
+            sft_token_accuracy: shift(&self.sft_token_accuracy),
+            last_step: self.last_step + offset,
         }
     }
 
@@ -166,6 +208,23 @@ mod tests {
         assert_eq!(m.step_seconds, vec![(1.0, 2.5)]);
         assert_eq!(m.response_length, vec![(1.0, 30.0)]);
         assert_eq!(RunMetrics::first_last_mean(&m.reward, 1), Some((0.5, 0.7)));
+    }
+
+    #[test]
+    fn warm_start_lines_become_loss_series_and_shifting_moves_every_step() {
+        let (_dir, path) = write(concat!(
+            "{\"step\":0,\"val_reward\":0.0}\n",
+            "{\"step\":1,\"loss\":2.5,\"token_accuracy\":0.4}\n",
+            "{\"step\":2,\"loss\":1.5,\"token_accuracy\":0.6,\"val_reward\":0.2}\n",
+        ));
+        let m = RunMetrics::read(&path).unwrap();
+        assert_eq!((m.steps, m.sft_steps, m.last_step), (0, 2, 2.0));
+        assert_eq!(m.sft_loss, vec![(1.0, 2.5), (2.0, 1.5)]);
+        assert_eq!(m.sft_token_accuracy, vec![(1.0, 0.4), (2.0, 0.6)]);
+        let moved = m.shifted(10.0);
+        assert_eq!(moved.val_reward, vec![(10.0, 0.0), (12.0, 0.2)]);
+        assert_eq!(moved.sft_loss[0], (11.0, 2.5));
+        assert_eq!(moved.last_step, 12.0);
     }
 
     #[test]

@@ -27,13 +27,21 @@ pub struct ReportFiles {
     pub charts: Vec<PathBuf>,
 }
 
-/// Reads `run_dir`'s metrics (and the given evaluations) and writes the charts and the page
-/// into `out`.
-pub fn write_report(run_dir: &Path, evals: &[EvalRun], out: &Path) -> Result<ReportFiles> {
+/// Reads `run_dir`'s metrics (with the warm-start run `before` it, and the given evaluations)
+/// and writes the charts and the page into `out`.
+pub fn write_report(
+    run_dir: &Path,
+    before: Option<&Path>,
+    evals: &[EvalRun],
+    out: &Path,
+) -> Result<ReportFiles> {
     let metrics = RunMetrics::read(&run_dir.join("metrics.jsonl"))?;
+    let warm = before
+        .map(|dir| RunMetrics::read(&dir.join("metrics.jsonl")))
+        .transpose()?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut written = Vec::new();
-    for chart in charts::training_charts(&metrics) {
+    for chart in charts::training_charts(&metrics, warm.as_ref()) {
         let path = out.join(format!("{}.png", chart.file_stem));
         charts::render_png(&chart, &path)
             .with_context(|| format!("cannot draw the {} chart", chart.title))?;
@@ -43,6 +51,7 @@ pub fn write_report(run_dir: &Path, evals: &[EvalRun], out: &Path) -> Result<Rep
     let page = html::page(&html::PageInput {
         run_dir,
         metrics: &metrics,
+        before: warm.as_ref().zip(before),
         charts: &written,
         evals,
         config: config.as_deref(),

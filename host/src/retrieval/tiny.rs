@@ -17,6 +17,21 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
+/// The `wide` size: 1 layer, 256 wide, 4 heads, 128 positions: with mean pooling its random
+/// vectors keep enough of a text's words to find the right passage among hundreds (the
+/// embedded world's retriever).
+pub const WIDE_BERT: TinyBertSize = TinyBertSize {
+    vocab: 1000,
+    hidden: 256,
+    intermediate: 512,
+    layers: 1,
+    heads: 4,
+    max_positions: 128,
+};
+
+/// Named sizes for `host embedder init --size`.
+pub const BERT_SIZES: [(&str, TinyBertSize); 2] = [("tiny", TINY_BERT), ("wide", WIDE_BERT)];
+
 /// BERT's special tokens, in id order ([PAD] is 0).
 const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 

@@ -4,6 +4,7 @@
 //! run folder, checkpoints and validation of `host train`.
 
 pub mod data;
+pub mod embedded;
 pub mod loss;
 pub mod trainer;
 

@@ -143,6 +143,11 @@ impl SftTrainer {
         self.step
     }
 
+    /// Ends the warm start, giving back its plugins.
+    pub fn into_plugins(self) -> PluginSet {
+        self.inputs.plugins
+    }
+
     /// Optimiser steps of the whole run.
     pub fn total_steps(&self) -> u64 {
         total_steps(self.inputs.examples.len(), &self.config)

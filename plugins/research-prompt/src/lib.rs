@@ -1,5 +1,7 @@
 //! ReSearch prompts. Config `mode`: `instruct` (default; system message + the question as the
 //! user message, rendered with the model's chat template) or `base` (one plain-text prompt).
+//! Config `system` replaces the paper's system message in `instruct` mode (a small model that
+//! cannot read instructions learns faster from a short one).
 
 use research_sdk::config;
 use research_sdk::prompt::{Message, Prompt, Rendered};
@@ -15,7 +17,7 @@ impl Prompt for ResearchPrompt {
         match config::get_choice("mode", &["instruct", "base"], "instruct")?.as_str() {
             "base" => Ok(Rendered::Text(BASE.replacen("{prompt}", &question, 1))),
             _ => Ok(Rendered::Chat(vec![
-                Message::system(SYSTEM),
+                Message::system(config::get_or("system", SYSTEM)),
                 Message::user(question),
             ])),
         }
