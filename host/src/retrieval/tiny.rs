@@ -1,5 +1,5 @@
-//! Tiny random-weight BERT embedders for tests: a WordPiece tokenizer trained with the
-//! tokenizers crate, sentence-transformers side files (mean pooling), and weights drawn from a
+//! Tiny random-weight BERT embedders for tests: a WordPiece tokenizer built from a text,
+//! sentence-transformers side files (mean pooling), and weights drawn from a
 //! seeded generator, so the same seed gives the same folder.
 
 use crate::model::checkpoint::write_json;
@@ -9,13 +9,16 @@ use candle_nn::{VarBuilder, VarMap};
 use candle_transformers::models::bert::{BertModel, Config as BertConfig, HiddenAct};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use tokenizers::models::TrainerWrapper;
-use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
+use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::{
+    AddedToken, NormalizedString, Normalizer, OffsetReferential, OffsetType, PreTokenizedString,
+    PreTokenizer, Tokenizer,
+};
 
 /// The `wide` size: 1 layer, 256 wide, 4 heads, 128 positions: with mean pooling its random
 /// vectors keep enough of a text's words to find the right passage among hundreds (the
@@ -56,38 +59,68 @@ pub const TINY_BERT: TinyBertSize = TinyBertSize {
     max_positions: 128,
 };
 
-/// Trains an uncased WordPiece tokenizer (BERT normaliser and pre-tokeniser, `[CLS] … [SEP]`).
+/// An uncased WordPiece tokenizer (BERT normaliser and pre-tokeniser, `[CLS] … [SEP]`) whose
+/// vocabulary is built deterministically from `text` (the tokenizers crate's trainer breaks
+/// ties in hash-map order, so the same text gave different vocabularies from run to run): the
+/// special tokens, every character seen, alone and as a `##` continuation, then whole words by
+/// falling count (ties in alphabetical order) up to `vocab` entries.
 pub fn train_wordpiece(text: &str, vocab: usize) -> Result<Tokenizer> {
-    let mut trainer: TrainerWrapper = WordPieceTrainer::builder()
-        .vocab_size(vocab)
-        .min_frequency(1)
-        .show_progress(false)
-        .special_tokens(
-            SPECIAL_TOKENS
-                .iter()
-                .map(|t| AddedToken::from(*t, true))
-                .collect(),
-        )
-        .build()
-        .into();
-    let mut tokenizer = Tokenizer::new(
-        WordPiece::builder()
-            .unk_token("[UNK]".into())
-            .build()
-            .map_err(|e| anyhow::anyhow!("WordPiece: {e}"))?,
-    );
+    let normalizer = BertNormalizer::new(true, true, None, true);
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    for line in text.lines() {
+        let mut normalized = NormalizedString::from(line);
+        normalizer
+            .normalize(&mut normalized)
+            .map_err(|e| anyhow::anyhow!("normalising the tokenizer text: {e}"))?;
+        let mut words = PreTokenizedString::from(normalized);
+        BertPreTokenizer
+            .pre_tokenize(&mut words)
+            .map_err(|e| anyhow::anyhow!("splitting the tokenizer text: {e}"))?;
+        for (word, _, _) in words.get_splits(OffsetReferential::Original, OffsetType::Char) {
+            *counts.entry(word.to_string()).or_default() += 1;
+        }
+    }
+    let chars: BTreeSet<char> = counts.keys().flat_map(|w| w.chars()).collect();
+    let mut entries: Vec<String> = SPECIAL_TOKENS.iter().map(|t| t.to_string()).collect();
+    entries.extend(chars.iter().map(|c| c.to_string()));
+    entries.extend(chars.iter().map(|c| format!("##{c}")));
+    let mut words: Vec<(&String, &u64)> = counts
+        .iter()
+        .filter(|(w, _)| w.chars().count() > 1)
+        .collect();
+    words.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let room = vocab.saturating_sub(entries.len());
+    entries.extend(words.into_iter().take(room).map(|(w, _)| w.clone()));
+    let table: serde_json::Map<String, serde_json::Value> = entries
+        .into_iter()
+        .enumerate()
+        .map(|(id, token)| (token, serde_json::Value::from(id)))
+        .collect();
+    // (WordPiece deserialises from borrowed text, not from a `Value`.)
+    let spec = serde_json::json!({
+        "type": "WordPiece",
+        "unk_token": "[UNK]",
+        "continuing_subword_prefix": "##",
+        "max_input_chars_per_word": 100,
+        "vocab": table,
+    })
+    .to_string();
+    let model: WordPiece = serde_json::from_str(&spec).context("building the WordPiece model")?;
+    let mut tokenizer = Tokenizer::new(model);
     tokenizer
-        .with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
+        .with_normalizer(Some(normalizer))
         .map_err(|e| anyhow::anyhow!("tokenizer setup: {e}"))?
         .with_pre_tokenizer(Some(BertPreTokenizer))
         .with_decoder(Some(tokenizers::decoders::wordpiece::WordPiece::default()));
-    tokenizer
-        .train(&mut trainer, text.lines())
-        .map_err(|e| anyhow::anyhow!("training the tokenizer failed: {e}"))?;
+    for special in SPECIAL_TOKENS {
+        tokenizer
+            .add_special_tokens([AddedToken::from(special, true)])
+            .map_err(|e| anyhow::anyhow!("adding {special}: {e}"))?;
+    }
     let id = |token: &str| {
         tokenizer
             .token_to_id(token)
-            .with_context(|| format!("{token} missing from the trained vocabulary"))
+            .with_context(|| format!("{token} missing from the vocabulary"))
     };
     let processor = BertProcessing::new(
         ("[SEP]".to_string(), id("[SEP]")?),

@@ -65,7 +65,12 @@ fn warm_start_config(config: &TrainConfig, demos: &Path) -> TrainConfig {
             seed: config.run.seed,
             ..Default::default()
         },
-        validation: config.validation.clone(),
+        // Validation before the first step and after the last only (`every` never divides a
+        // step number short of u64::MAX; the last step always validates).
+        validation: crate::grpo::config::ValidationSection {
+            every: u64::MAX,
+            ..config.validation.clone()
+        },
         checkpoint: crate::grpo::config::CheckpointSection {
             every: CHECKPOINT_EVERY,
             keep_last: 1,
