@@ -40,9 +40,6 @@ pub struct WarmStart {
     /// Validation before the first and after the last SFT step.
     pub before: Option<Validation>,
     pub after: Option<Validation>,
-    /// Whether this call trained it (false: found in the cache).
-    #[serde(skip)]
-    pub trained_now: bool,
 }
 
 /// The settings of the warm start: the run's, with GRPO's own left at their defaults so
@@ -81,7 +78,8 @@ fn warm_start_config(config: &TrainConfig, demos: &Path) -> TrainConfig {
 }
 
 /// Warm-starts `base_model` (the embedded random policy) into a folder under `cache`, or finds
-/// the one made before. Returns the plugins (the SFT trainer borrows them for validation).
+/// the one made before. Takes the run's plugins (the SFT validation rollouts use them) and
+/// gives them back.
 pub fn warm_start_embedded(
     config: &TrainConfig,
     cache: &Path,
@@ -198,7 +196,6 @@ pub fn warm_start_embedded(
         questions: questions.len(),
         before: validations.map(|v| v.0),
         after: validations.map(|v| v.1),
-        trained_now: true,
     };
     write_atomic(&ready, serde_json::to_string_pretty(&done)?.as_bytes())?;
     Ok((done, plugins))
