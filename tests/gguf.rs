@@ -22,6 +22,7 @@ const WIDE: TinySize = TinySize {
     heads: 4,
     kv_heads: 2,
     padded_vocab: None,
+    rope_theta: None,
 };
 
 fn source(arch: Architecture, dir: &Path) -> LoadedModel {

@@ -40,6 +40,9 @@ writes a 494 M-parameter random model shaped like Qwen2.5-0.5B (2 GB) for benchm
         /// Tokens the trained tokenizer aims for [default: the size's].
         #[arg(long, conflicts_with = "tokenizer")]
         vocab: Option<usize>,
+        /// RoPE base [default: the architecture's: Qwen2 1000000, else 10000].
+        #[arg(long)]
+        rope_theta: Option<f64>,
     },
     /// Convert a GGUF file (F32/F16/Q4_0/Q4_1/Q4_K/Q6_K/Q8_0/…) into a model folder: weights
     /// dequantised to f32 safetensors, tokenizer rebuilt from the GGUF vocabulary.
@@ -84,6 +87,7 @@ pub fn run(command: ModelCommand) -> Result<ExitCode> {
             corpus,
             tokenizer,
             vocab,
+            rope_theta,
         } => {
             let (_, shape) = SIZES
                 .iter()
@@ -99,8 +103,12 @@ pub fn run(command: ModelCommand) -> Result<ExitCode> {
                 Some(path) => TokenizerSource::File(path),
                 None => TokenizerSource::Train(corpus.as_deref()),
             };
+            if let Some(theta) = rope_theta.filter(|t| !(t.is_finite() && *t > 1.0)) {
+                anyhow::bail!("--rope-theta must be a finite number above 1, got {theta}");
+            }
             let shape = TinySize {
                 vocab: vocab.unwrap_or(shape.vocab),
+                rope_theta: rope_theta.or(shape.rope_theta),
                 ..*shape
             };
             init_random(arch, shape, seed, source, &out)?;

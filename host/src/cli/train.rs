@@ -3,12 +3,14 @@
 use super::config_flags::ConfigFlags;
 use crate::data::qa::{QaSet, load_qa};
 use crate::grpo::assets::{
-    EmbeddedAssets, embedded_assets, world_questions, world_warm_start_questions,
+    EmbeddedAssets, embedded_assets, world_passages_text, world_questions,
+    world_warm_start_questions,
 };
 use crate::grpo::run_dir::ensure_fresh;
 use crate::grpo::{ReportOptions, RunDir, RunInputs, TrainConfig, Trainer};
 use crate::plugins::{PluginKind, PluginSet, Retriever, Selection};
 use crate::retrieval::search::{SearchMode, SearchOptions, Searcher};
+use crate::sft::copying::pretrain_copying;
 use crate::sft::embedded::warm_start_embedded;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
@@ -22,9 +24,10 @@ use std::sync::Arc;
 #[command(after_help = "\
 Without CONFIG the embedded default runs: a fictional world (examples/world/: 528 passages; 750 \
 warm-start, 398 training and 100 validation questions), a small random Qwen2-shaped policy and a \
-random embedder built on the fly into the cache folder. The policy is first warm-started on \
-demonstrations of the warm-start questions (once; cached; `--set sft.embedded_warm_start=false` \
-skips it), then trained with GRPO on the training questions; a few minutes on 2 CPU cores. \
+random embedder built on the fly into the cache folder. The policy is first pretrained to copy \
+(synthetic runs of the world's words, repeated) and warm-started on demonstrations of the \
+warm-start questions (once each; cached; `--set sft.embedded_warm_start=false` skips both), \
+then trained with GRPO on the training questions; a few minutes on 2 CPU cores. \
 Examples:
 
   host train --plugins ./plugins
@@ -75,8 +78,9 @@ pub struct TrainArgs {
 pub const EMBEDDED_SYSTEM_PROMPT: &str = "Answer the question. Search with <search> query \
 </search>; answer with <answer> \\boxed{answer} </answer>.";
 
-/// The embedded default's settings: a warm start on demonstrations of the world's warm-start
-/// questions, then GRPO on its other training questions, within minutes on 2 cores.
+/// The embedded default's settings: copy pretraining and a warm start on demonstrations of the
+/// world's warm-start questions, then 100 GRPO steps on its other training questions, within
+/// minutes on 2 cores.
 pub fn embedded_default_config() -> TrainConfig {
     let mut config = TrainConfig::default();
     config.plugins.config.insert(
@@ -99,9 +103,9 @@ pub fn embedded_default_config() -> TrainConfig {
     config.grpo.micro_batch_sequences = 16;
     config.optim.lr = 3e-4;
     config.optim.weight_decay = 0.0;
-    config.run.steps = 40;
-    config.checkpoint.every = 20;
-    config.validation.every = 10;
+    config.run.steps = 100;
+    config.checkpoint.every = 50;
+    config.validation.every = 25;
     config.validation.limit = 0;
     config.sft.epochs = 8;
     config.sft.lr = 3e-3;
@@ -136,7 +140,8 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         plugins,
         passages,
     } = prepare_environment(&config, cache_root)?;
-    // The embedded policy is warm-started first (once; cached beside it), and the run then
+    // The embedded policy is pretrained to copy and warm-started first (once each; cached
+    // beside it), and the run then
     // records the warm-started folder as its model, so `--resume` needs nothing else.
     let (model_dir, plugins, warm) =
         if config.model.path.is_none() && config.sft.embedded_warm_start {
@@ -144,10 +149,18 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
                 .parent()
                 .context("the embedded policy has no parent folder")?
                 .to_path_buf();
-            let (warm, plugins) = warm_start_embedded(
+            let (copying, plugins) = pretrain_copying(
                 &config,
                 &cache,
                 &model_dir,
+                &world_passages_text()?,
+                plugins,
+                args.quiet,
+            )?;
+            let (warm, plugins) = warm_start_embedded(
+                &config,
+                &cache,
+                &copying.model,
                 plugins,
                 &world_warm_start_questions()?.examples,
                 &validation,
@@ -166,7 +179,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     };
     match &warm {
         Some(warm) => eprintln!(
-            "  model       embedded tiny Qwen2, warm-started on {} demonstrations ({})",
+            "  model       embedded tiny Qwen2, pretrained to copy, warm-started on {} demonstrations ({})",
             warm.demonstrations,
             model_dir.display()
         ),

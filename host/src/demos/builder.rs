@@ -96,6 +96,8 @@ struct Grounding {
     answer: String,
     title: String,
     evidence: String,
+    /// The evidence up to and including the answer's words, so that the answer ends it.
+    quote: String,
 }
 
 /// Questions searched in one call.
@@ -312,6 +314,7 @@ impl DemoBuilder<'_> {
                 question: &qa.question,
                 title: &grounding.title,
                 evidence: &grounding.evidence,
+                quote: &grounding.quote,
                 answer: &grounding.answer,
                 ..Fill::default()
             },
@@ -398,15 +401,39 @@ fn ground(passages: &[Passage], golden: &[String], linked: &[String]) -> Option<
                     .into_iter()
                     .find(|s| contains_answer(s, answer))
                     .unwrap_or(passage.text.as_str());
+                let evidence = evidence.trim();
                 return Some(Grounding {
                     answer: answer.clone(),
                     title: passage.title.clone(),
-                    evidence: evidence.trim().to_string(),
+                    evidence: evidence.to_string(),
+                    quote: quote_to_answer(evidence, answer).to_string(),
                 });
             }
         }
     }
     None
+}
+
+/// `sentence` cut after the first place where its words end with the answer's (trailing
+/// punctuation dropped); the whole sentence when they never do.
+fn quote_to_answer<'a>(sentence: &'a str, answer: &str) -> &'a str {
+    let answer = qa_scoring::normalize::normalize_answer(answer);
+    if answer.is_empty() {
+        return sentence;
+    }
+    let ends = sentence
+        .char_indices()
+        .filter(|&(_, c)| c.is_whitespace())
+        .map(|(i, _)| i)
+        .chain([sentence.len()]);
+    for end in ends {
+        let prefix = sentence[..end].trim_end_matches(|c: char| c.is_ascii_punctuation());
+        let words = qa_scoring::normalize::normalize_answer(prefix);
+        if format!(" {words}").ends_with(&format!(" {answer}")) {
+            return prefix;
+        }
+    }
+    sentence
 }
 
 /// The sentences of a text (split after `.`, `!` or `?` followed by a space).
@@ -510,10 +537,31 @@ mod tests {
             found.evidence,
             "It was founded by Brimon Dungalmon in 1790."
         );
+        assert_eq!(found.quote, "It was founded by Brimon Dungalmon in 1790");
         assert!(ground(&passages, &["Zelzelmere".into()], &[]).is_none());
         // A passage that does not name the linked entity does not count.
         assert!(ground(&passages, &["1790".into()], &["Zelkavale".into()]).is_none());
         assert!(ground(&passages, &["1790".into()], &["Brimon Dungalmon".into()]).is_some());
+    }
+
+    #[test]
+    fn the_quote_ends_with_the_answer() {
+        let sentence = "Saka Samiul was born in Sapywick in 1871, they say.";
+        assert_eq!(
+            quote_to_answer(sentence, "Sapywick"),
+            "Saka Samiul was born in Sapywick"
+        );
+        assert_eq!(
+            quote_to_answer(sentence, "1871"),
+            "Saka Samiul was born in Sapywick in 1871"
+        );
+        assert_eq!(quote_to_answer(sentence, "saka samiul"), "Saka Samiul");
+        // Whole words only; an answer the sentence lacks keeps the whole sentence.
+        assert_eq!(quote_to_answer(sentence, "187"), sentence);
+        assert_eq!(
+            quote_to_answer("The bell, by hand.", "the bell"),
+            "The bell"
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::path::Path;
 
 /// One dialect's demonstration wording. Text fields take `{question}`, `{entities}` (the
 /// question's capitalised names, or the question when it names none), `{query}`,
-/// `{entity}`, `{title}`, `{evidence}` and `{answer}`; other braces are kept as written.
+/// `{entity}`, `{title}`, `{evidence}` (the sentence that holds the answer), `{quote}` (that
+/// sentence cut after the answer) and `{answer}`; other braces are kept as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DemoTemplate {
@@ -47,6 +48,7 @@ pub struct Fill<'a> {
     pub entity: &'a str,
     pub title: &'a str,
     pub evidence: &'a str,
+    pub quote: &'a str,
     pub answer: &'a str,
 }
 
@@ -115,13 +117,14 @@ impl DemoTemplate {
 /// `text` with its placeholders replaced.
 pub fn fill(text: &str, values: &Fill) -> String {
     // One pass, so that a value holding a placeholder's name is not replaced again.
-    let names: [(&str, &str); 7] = [
+    let names: [(&str, &str); 8] = [
         ("{question}", values.question),
         ("{entities}", values.entities),
         ("{query}", values.query),
         ("{entity}", values.entity),
         ("{title}", values.title),
         ("{evidence}", values.evidence),
+        ("{quote}", values.quote),
         ("{answer}", values.answer),
     ];
     let mut out = String::with_capacity(text.len() + 64);

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 /// copying a name from the question or the results is one attention step.
 pub const POLICY_SIZE: TinySize = TinySize {
     vocab: 2048,
+    rope_theta: Some(10_000.0),
     ..SMALL
 };
 
@@ -80,7 +81,7 @@ pub fn embedded_assets(cache_root: &Path, seed: u64) -> Result<EmbeddedAssets> {
         WORLD_WARM_START,
         WORLD_TRAIN,
         BUILTIN_CORPUS,
-        "world-v3",
+        "world-v4",
     ] {
         hasher.update(part.as_bytes());
     }
@@ -144,6 +145,19 @@ pub fn embedded_assets(cache_root: &Path, seed: u64) -> Result<EmbeddedAssets> {
     debug_assert!(index::exists(&assets.index));
     std::fs::write(&ready, "")?;
     Ok(assets)
+}
+
+/// The text of the world's passages (their `contents`), the words of the embedded policy's
+/// copy pretraining.
+pub fn world_passages_text() -> Result<String> {
+    let mut text = String::new();
+    for (index, line) in WORLD_CORPUS.lines().enumerate() {
+        let record: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("embedded world corpus line {}", index + 1))?;
+        text.push_str(record["contents"].as_str().unwrap_or_default());
+        text.push('\n');
+    }
+    Ok(text)
 }
 
 /// The reference prompts (REFERENCE.md), so that the tiny tokenizer encodes them compactly.

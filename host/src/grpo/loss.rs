@@ -114,13 +114,10 @@ impl LossStats {
         self.ratio += other.ratio;
     }
 
-    /// Token mean of a sum (0 without tokens).
-    pub fn mean(&self, sum: f64) -> f64 {
-        if self.tokens > 0.0 {
-            sum / self.tokens
-        } else {
-            0.0
-        }
+    /// Token mean of a sum; None when no token was trained (a step whose every sequence was
+    /// skipped has no entropy or KL to report, and 0 would read as a collapse).
+    pub fn mean(&self, sum: f64) -> Option<f64> {
+        (self.tokens > 0.0).then(|| sum / self.tokens)
     }
 }
 

@@ -928,15 +928,20 @@ fn brief_validation(m: &Value) -> String {
 fn brief_step(m: &Value, total: u64) -> String {
     let f = |k: &str| m[k].as_f64().unwrap_or(0.0);
     let t = |k: &str| m["time"][k].as_f64().unwrap_or(0.0);
+    // Entropy and KL exist only when a sequence was trained.
+    let trained = |k: &str, digits: usize| match m[k].as_f64() {
+        Some(v) => format!("{v:.digits$}"),
+        None => "–".to_string(),
+    };
     let mut line = format!(
-        "step {}/{total}: reward {:.3} ± {:.3}, length {:.0}, searches {:.2}, kl {:.5}, entropy {:.3}, grad norm {:.3}, {:.1} s (generation {:.1}, retrieval {:.2}, plugins {:.2}, forward/backward {:.1})",
+        "step {}/{total}: reward {:.3} ± {:.3}, length {:.0}, searches {:.2}, kl {}, entropy {}, grad norm {:.3}, {:.1} s (generation {:.1}, retrieval {:.2}, plugins {:.2}, forward/backward {:.1})",
         m["step"].as_u64().unwrap_or(0),
         f("reward_mean"),
         f("reward_std"),
         f("response_length"),
         f("searches_per_rollout"),
-        f("kl"),
-        f("entropy"),
+        trained("kl", 5),
+        trained("entropy", 3),
         f("grad_norm"),
         t("total"),
         t("generation"),

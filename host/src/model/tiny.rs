@@ -57,6 +57,10 @@ pub struct TinySize {
     /// Embedding rows to pad the vocabulary to when the tokenizer has fewer tokens (as
     /// Qwen2.5's 151,936 rows hold 151,665 tokens); `None` keeps the tokenizer's count.
     pub padded_vocab: Option<usize>,
+    /// RoPE base; `None` takes the architecture's (Qwen2's 1,000,000, else 10,000). A small
+    /// model trained from scratch on short texts copies more readily with 10,000, whose
+    /// rotation frequencies resolve nearby positions.
+    pub rope_theta: Option<f64>,
 }
 
 /// The `tiny` size: 2 layers, 64 wide, 4 heads sharing 2 key/value heads.
@@ -68,6 +72,7 @@ pub const TINY: TinySize = TinySize {
     heads: 4,
     kv_heads: 2,
     padded_vocab: None,
+    rope_theta: None,
 };
 
 /// The `small` size: 4 layers, 128 wide, 4 heads sharing 2 key/value heads (0.9 M
@@ -81,6 +86,7 @@ pub const SMALL: TinySize = TinySize {
     heads: 4,
     kv_heads: 2,
     padded_vocab: None,
+    rope_theta: None,
 };
 
 /// Qwen2.5-0.5B's shape: 24 layers × 896 wide, 14 heads sharing 2 key/value heads, MLP 4864,
@@ -93,6 +99,7 @@ pub const QWEN25_05B: TinySize = TinySize {
     heads: 14,
     kv_heads: 2,
     padded_vocab: Some(151_936),
+    rope_theta: None,
 };
 
 /// The sizes `host model init --size` knows, by name.
@@ -199,11 +206,11 @@ pub fn init_random(
         head_dim: None,
         max_position_embeddings: 4096,
         rms_norm_eps: 1e-6,
-        rope_theta: if arch == Architecture::Qwen2 {
+        rope_theta: size.rope_theta.unwrap_or(if arch == Architecture::Qwen2 {
             1_000_000.0
         } else {
             10_000.0
-        },
+        }),
         tie_word_embeddings: arch == Architecture::Qwen2,
         hidden_act: "silu".to_string(),
         attention_bias: (arch == Architecture::Llama).then_some(false),
