@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 pub struct CopySettings {
     /// Distinct sequences.
     pub sequences: usize,
-    /// Words in a run, drawn uniformly from this range.
+    /// Fewest words in a run (the count is drawn uniformly up to `max_words`).
     pub min_words: usize,
     pub max_words: usize,
     /// Share of words drawn from the capitalised ones (names), the rest from all words.
@@ -40,9 +40,9 @@ pub struct CopySettings {
 }
 
 /// The embedded default's copy pretraining: 6,000 sequences × 7 passes = 2,625 steps of 16,
-/// after which the policy copies a run it has seen (token accuracy ≈ 0.56 of a possible ≈ 0.57:
-/// the first run is unpredictable) and the warm start teaches it to copy question names into
-/// its queries.
+/// after which the policy copies a run it has seen (its token accuracy levels off: the first
+/// run is unpredictable), and the warm start then teaches it to copy question names into its
+/// queries.
 pub const EMBEDDED_COPYING: CopySettings = CopySettings {
     sequences: 6000,
     min_words: 4,
@@ -199,6 +199,11 @@ pub fn pretrain_copying(
             format!("invalid {} (delete the folder to redo it)", ready.display())
         })?;
         if found.model.join("model.safetensors").is_file() {
+            eprintln!(
+                "copy pretraining: {} steps, found in the cache ({})",
+                found.steps,
+                dir.display()
+            );
             return Ok((found, plugins));
         }
     }
