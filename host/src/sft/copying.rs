@@ -7,13 +7,14 @@
 //! random, so the sequences teach copying and no fact about the world. The result is cached
 //! beside the embedded policy, keyed by the policy and these settings, and runs once.
 
+use super::cache_entry::CacheEntry;
 use super::{SftExample, SftInputs, SftTrainer};
 use crate::grpo::run_dir::write_atomic;
 use crate::grpo::{RunDir, TrainConfig};
 use crate::model::ModelTokenizer;
 use crate::model::loader::read_config;
 use crate::plugins::PluginSet;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -187,25 +188,15 @@ pub fn pretrain_copying(
     hash.update(base_model.to_string_lossy().as_bytes());
     hash.update(text.as_bytes());
     let key = hex::encode(&hash.finalize()[..8]);
-    let dir = cache.join(format!("copying-{key}"));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let lock = std::fs::File::create(dir.join(".lock"))
-        .with_context(|| format!("cannot create a lock file in {}", dir.display()))?;
-    lock.lock()
-        .with_context(|| format!("cannot lock {}", dir.display()))?;
-    let ready = dir.join("READY.json");
-    if let Ok(found) = std::fs::read_to_string(&ready) {
-        let found: CopyPretraining = serde_json::from_str(&found).with_context(|| {
-            format!("invalid {} (delete the folder to redo it)", ready.display())
-        })?;
-        if found.model.join("model.safetensors").is_file() {
-            eprintln!(
-                "copy pretraining: {} steps, found in the cache ({})",
-                found.steps,
-                dir.display()
-            );
-            return Ok((found, plugins));
-        }
+    let entry = CacheEntry::open(cache, &format!("copying-{key}"))?;
+    let dir = &entry.dir;
+    if let Some(found) = entry.finished(|found: &CopyPretraining| &found.model)? {
+        eprintln!(
+            "copy pretraining: {} steps, found in the cache ({})",
+            found.steps,
+            dir.display()
+        );
+        return Ok((found, plugins));
     }
 
     let examples = copy_sequences(&tokenizer, text, &settings)?;
@@ -245,7 +236,7 @@ pub fn pretrain_copying(
         steps,
         token_accuracy,
     };
-    write_atomic(&ready, serde_json::to_string_pretty(&done)?.as_bytes())?;
+    entry.finish(&done)?;
     Ok((done, plugins))
 }
 

@@ -6,6 +6,7 @@
 //! assets, keyed by the demonstrations and every setting that shapes the warm start, so it
 //! runs once; a warm start cut short resumes from its last checkpoint.
 
+use super::cache_entry::CacheEntry;
 use super::{SftInputs, SftTrainer, drop_held_out, load_trajectories};
 use crate::data::qa::QaExample;
 use crate::demos::{DemoBuilder, DemoTemplate};
@@ -15,7 +16,7 @@ use crate::model::ModelTokenizer;
 use crate::model::loader::read_config;
 use crate::plugins::PluginSet;
 use crate::rollout::validation::Validation;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -129,25 +130,15 @@ pub fn warm_start_embedded(
         hash.update(qa.question.as_bytes());
     }
     let key = hex::encode(&hash.finalize()[..8]);
-    let dir = cache.join(format!("warm-{key}"));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let lock = std::fs::File::create(dir.join(".lock"))
-        .with_context(|| format!("cannot create a lock file in {}", dir.display()))?;
-    lock.lock()
-        .with_context(|| format!("cannot lock {}", dir.display()))?;
-    let ready = dir.join("READY.json");
-    if let Ok(text) = std::fs::read_to_string(&ready) {
-        let found: WarmStart = serde_json::from_str(&text).with_context(|| {
-            format!("invalid {} (delete the folder to redo it)", ready.display())
-        })?;
-        if found.model.join("model.safetensors").is_file() {
-            eprintln!(
-                "warm start: {} demonstrations, found in the cache ({})",
-                found.demonstrations,
-                dir.display()
-            );
-            return Ok((found, plugins));
-        }
+    let entry = CacheEntry::open(cache, &format!("warm-{key}"))?;
+    let dir = &entry.dir;
+    if let Some(found) = entry.finished(|found: &WarmStart| &found.model)? {
+        eprintln!(
+            "warm start: {} demonstrations, found in the cache ({})",
+            found.demonstrations,
+            dir.display()
+        );
+        return Ok((found, plugins));
     }
 
     let demos_path = dir.join("demos.jsonl");
@@ -197,6 +188,6 @@ pub fn warm_start_embedded(
         before: validations.map(|v| v.0),
         after: validations.map(|v| v.1),
     };
-    write_atomic(&ready, serde_json::to_string_pretty(&done)?.as_bytes())?;
+    entry.finish(&done)?;
     Ok((done, plugins))
 }

@@ -3,6 +3,7 @@
 //! (prompt and observations masked), micro-batch accumulation, AdamW with its schedule, the
 //! run folder, checkpoints and validation of `host train`.
 
+pub mod cache_entry;
 pub mod copying;
 pub mod data;
 pub mod embedded;
