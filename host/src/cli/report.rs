@@ -50,5 +50,8 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         println!("chart  {}", chart.display());
     }
     println!("page   {}", files.html.display());
+    if let Some(change) = &files.held_out {
+        println!("{}", change.summary());
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -203,6 +203,9 @@ pub fn run(args: SftArgs) -> Result<ExitCode> {
             checkpoint.display()
         ),
     }
+    if let Some(change) = crate::report::held_out::run_change(&run_dir)? {
+        eprintln!("{}", change.summary());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

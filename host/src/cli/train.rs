@@ -253,6 +253,9 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         run_dir.join("metrics.jsonl").display(),
         run_dir.join("checkpoints").display()
     );
+    if let Some(change) = crate::report::held_out::run_change(&run_dir)? {
+        eprintln!("{}", change.summary());
+    }
     match &warm {
         Some(warm) => eprintln!(
             "report: host report {} --before {}",

@@ -3,6 +3,7 @@
 
 use super::charts::Chart;
 use super::evals::{COLUMNS, EvalRun, comparison};
+use super::held_out::HeldOutChange;
 use super::metrics::RunMetrics;
 use anyhow::{Context, Result};
 use base64::Engine as _;
@@ -18,6 +19,8 @@ pub struct PageInput<'a> {
     /// Each chart with the PNG drawn for it.
     pub charts: &'a [(Chart, PathBuf)],
     pub evals: &'a [EvalRun],
+    /// The change from the run's first validation to its last, paired by question.
+    pub held_out: Option<&'a HeldOutChange>,
     /// The run's config.toml, when present.
     pub config: Option<&'a str>,
 }
@@ -131,6 +134,48 @@ fn eval_table(evals: &[EvalRun]) -> String {
     html
 }
 
+/// The held-out table: each quantity at the first and last validation and the paired gain,
+/// with 95 % bootstrap intervals.
+fn held_out_table(change: &HeldOutChange) -> String {
+    let mut html = format!(
+        "<h2>Held-out change</h2><p>Greedy validation rollouts at steps {} and {}, {} questions \
+paired; 95 % bootstrap intervals over questions. A gain whose interval holds 0 is within \
+noise.</p><table><tr><th></th><th>step {}</th><th>step {}</th><th>gain</th></tr>",
+        change.before_step,
+        change.after_step,
+        change.questions,
+        change.before_step,
+        change.after_step
+    );
+    for (name, q) in [
+        ("reward", &change.reward),
+        ("EM", &change.em),
+        ("F1", &change.f1),
+    ] {
+        let _ = write!(
+            html,
+            "<tr><td>{name}</td><td>{:.3} [{:.3}, {:.3}]</td><td>{:.3} [{:.3}, {:.3}]</td>\
+<td>{:+.3} [{:+.3}, {:+.3}]{}</td></tr>",
+            q.before.mean,
+            q.before.low,
+            q.before.high,
+            q.after.mean,
+            q.after.low,
+            q.after.high,
+            q.gain.mean,
+            q.gain.low,
+            q.gain.high,
+            if q.beyond_noise() {
+                ""
+            } else {
+                " (within noise)"
+            }
+        );
+    }
+    html.push_str("</table>");
+    html
+}
+
 /// Renders the page.
 pub fn page(input: &PageInput) -> Result<String> {
     let title = format!("Training report: {}", input.run_dir.display());
@@ -141,6 +186,9 @@ pub fn page(input: &PageInput) -> Result<String> {
         escape(&title),
         headline(input.metrics, input.before)
     );
+    if let Some(change) = input.held_out {
+        html.push_str(&held_out_table(change));
+    }
     if !input.evals.is_empty() {
         html.push_str("<h2>Evaluation</h2>");
         html.push_str(&eval_table(input.evals));

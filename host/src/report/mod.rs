@@ -8,6 +8,7 @@
 
 pub mod charts;
 pub mod evals;
+pub mod held_out;
 pub mod html;
 pub mod metrics;
 
@@ -25,6 +26,8 @@ pub struct ReportFiles {
     pub html: PathBuf,
     /// Every chart, in page order.
     pub charts: Vec<PathBuf>,
+    /// The change from the first validation to the last, when the run has two.
+    pub held_out: Option<held_out::HeldOutChange>,
 }
 
 /// Reads `run_dir`'s metrics (with the warm-start run `before` it, and the given evaluations)
@@ -48,12 +51,14 @@ pub fn write_report(
         written.push((chart, path));
     }
     let config = std::fs::read_to_string(run_dir.join("config.toml")).ok();
+    let held_out = held_out::run_change(run_dir)?;
     let page = html::page(&html::PageInput {
         run_dir,
         metrics: &metrics,
         before: warm.as_ref().zip(before),
         charts: &written,
         evals,
+        held_out: held_out.as_ref(),
         config: config.as_deref(),
     })?;
     let html_path = out.join("index.html");
@@ -61,5 +66,6 @@ pub fn write_report(
     Ok(ReportFiles {
         html: html_path,
         charts: written.into_iter().map(|(_, path)| path).collect(),
+        held_out,
     })
 }

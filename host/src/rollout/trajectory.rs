@@ -22,7 +22,7 @@ pub struct Segment {
 }
 
 /// A finished rollout.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Trajectory {
     /// The group (the prompt's position in its batch); advantages are normalised per group.
     pub group: usize,
