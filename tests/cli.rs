@@ -208,6 +208,38 @@ fn reward_scores_a_case_file_and_keeps_going_past_bad_lines() {
     assert!(lines.iter().all(|l| l["matches_expected"] == true));
 
     let dir = tempfile::tempdir().unwrap();
+    // A cases file saved with a byte-order mark scores; one with a byte that is not UTF-8
+    // names the file, line and column.
+    let bom = dir.path().join("bom.jsonl");
+    let case = "{\"golden_answers\": [\"Paris\"], \"response\": \"<think>a</think><answer>\\\\boxed{Paris}</answer>\", \"expected_total\": 1.0}\n";
+    std::fs::write(&bom, format!("\u{feff}{case}{case}")).unwrap();
+    let output = host(&[
+        "reward",
+        "--plugins",
+        "plugins",
+        "--cases",
+        bom.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 2);
+    let latin1 = dir.path().join("latin1.jsonl");
+    let mut bytes = case.as_bytes().to_vec();
+    bytes.extend_from_slice(b"{\"golden_answers\": [\"Montr\xE9al\"], \"response\": \"x\"}\n");
+    std::fs::write(&latin1, bytes).unwrap();
+    let output = host(&[
+        "reward",
+        "--plugins",
+        "plugins",
+        "--cases",
+        latin1.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains(&format!("{}:2:27: not valid UTF-8", latin1.display())),
+        "{}",
+        text(&output)
+    );
+
     let file = dir.path().join("cases.jsonl");
     std::fs::write(
         &file,

@@ -5,7 +5,7 @@ use crate::plugins::{Finish, PluginKind, PluginSet, RewardPlugin, RewardSample, 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::Deserialize;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -68,8 +68,7 @@ pub fn run(args: RewardArgs) -> Result<ExitCode> {
 
 fn score_one(reward: &RewardPlugin, args: &RewardArgs) -> Result<ExitCode> {
     let response = match (&args.response_file, &args.response) {
-        (Some(path), _) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read response file {}", path.display()))?,
+        (Some(path), _) => crate::data::text_file::read_text(path, "the response file")?,
         (None, Some(text)) => text.clone(),
         (None, None) => bail!(
             "give the response with --response-file FILE or --response TEXT (or use --cases FILE.jsonl)"
@@ -128,8 +127,7 @@ fn default_finish() -> String {
 }
 
 fn score_cases(reward: &RewardPlugin, path: &PathBuf, out: Option<&PathBuf>) -> Result<ExitCode> {
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("cannot open cases file {}", path.display()))?;
+    let text = crate::data::text_file::read_text(path, "the cases file")?;
     let mut sink: Box<dyn Write> = match out {
         Some(out) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(out)
@@ -138,14 +136,12 @@ fn score_cases(reward: &RewardPlugin, path: &PathBuf, out: Option<&PathBuf>) -> 
         None => Box::new(std::io::stdout().lock()),
     };
     let (mut scored, mut errors, mut mismatches, mut sum) = (0usize, 0usize, 0usize, 0.0f64);
-    for (index, line) in BufReader::new(file).lines().enumerate() {
+    for (index, line) in text.lines().enumerate() {
         let number = index + 1;
-        let line =
-            line.with_context(|| format!("{}:{number}: cannot read line", path.display()))?;
         if line.trim().is_empty() {
             continue;
         }
-        let result = score_case(reward, &line);
+        let result = score_case(reward, line);
         let record = match result {
             Ok((case, score)) => {
                 scored += 1;

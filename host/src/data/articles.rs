@@ -76,8 +76,7 @@ impl<'de> serde::Deserialize<'de> for OrderedEntries {
 
 /// Reads the articles of `path` (JSON object, JSON array or JSONL; see the module docs).
 pub fn read_articles(path: &Path) -> Result<Vec<Article>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = super::text_file::read_text(path, "the articles")?;
     let trimmed = text.trim_start();
     let jsonl = path.extension().is_some_and(|e| e == "jsonl");
     let articles = if !jsonl && trimmed.starts_with('{') {

@@ -159,7 +159,11 @@ impl Iterator for CorpusReader {
                 Ok(read) => read,
                 Err(e) => {
                     self.line += 1;
-                    let error = self.bad(format!("cannot read the line: {e}"));
+                    let error = if e.kind() == std::io::ErrorKind::InvalidData {
+                        self.bad("not valid UTF-8 (save the file as UTF-8)")
+                    } else {
+                        self.bad(format!("cannot read the line: {e}"))
+                    };
                     // Invalid UTF-8 consumes the line in BufRead; other I/O errors are fatal.
                     if e.kind() == std::io::ErrorKind::InvalidData
                         && self.on_bad_record == OnBadRecord::Skip
@@ -173,6 +177,11 @@ impl Iterator for CorpusReader {
             self.line += 1;
             self.bytes_read += read as u64;
             let text = self.buffer.trim();
+            let text = if self.line == 1 {
+                super::text_file::strip_bom(text)
+            } else {
+                text
+            };
             if text.is_empty() {
                 continue;
             }
@@ -271,6 +280,32 @@ mod tests {
         assert_eq!(record.title, "");
         assert_eq!(record.text, "no title\nsecond line");
         assert_eq!(record.contents(), "no title\nsecond line");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_read_past_and_invalid_utf8_names_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corpus.jsonl");
+        std::fs::write(
+            &path,
+            b"\xEF\xBB\xBF{\"id\": \"1\", \"contents\": \"one\"}\n{\"id\": \"2\", \"contents\": \"t\xFFo\"}\n{\"id\": \"3\", \"contents\": \"three\"}\n",
+        )
+        .unwrap();
+        let mut stop = CorpusReader::open(&path, OnBadRecord::Stop).unwrap();
+        assert_eq!(stop.next().unwrap().unwrap().1.id, "1");
+        let error = stop.next().unwrap().unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!(
+                "{}:2: not valid UTF-8 (save the file as UTF-8)",
+                path.display()
+            )
+        );
+        let mut skip = CorpusReader::open(&path, OnBadRecord::Skip).unwrap();
+        let ids: Vec<String> = skip.by_ref().map(|r| r.unwrap().1.id).collect();
+        assert_eq!(ids, ["1", "3"]);
+        assert_eq!(skip.skipped_count(), 1);
+        assert_eq!(skip.skipped()[0].line, 2);
     }
 
     #[test]

@@ -3,3 +3,4 @@
 pub mod articles;
 pub mod corpus;
 pub mod qa;
+pub mod text_file;

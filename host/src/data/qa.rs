@@ -3,7 +3,7 @@
 //! Bad lines stop the load with FILE:LINE and the reason, or are skipped and counted.
 
 use super::corpus::OnBadRecord;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde_json::Value;
 use std::path::Path;
 
@@ -30,8 +30,7 @@ pub struct QaSet {
 
 /// Reads a dataset file.
 pub fn load_qa(path: &Path, on_bad: OnBadRecord) -> Result<QaSet> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the dataset {}", path.display()))?;
+    let text = super::text_file::read_text(path, "the dataset")?;
     parse_qa(&text, &path.display().to_string(), on_bad)
 }
 
@@ -122,6 +121,27 @@ fn parse_line(line: &str) -> Result<QaExample, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_byte_order_mark_is_accepted_and_invalid_utf8_names_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qa.jsonl");
+        let line = r#"{"id": "a", "question": "Who?", "golden_answers": ["Ada"]}"#;
+        std::fs::write(&path, format!("\u{feff}{line}\n{line}\n")).unwrap();
+        let set = load_qa(&path, OnBadRecord::Stop).unwrap();
+        assert_eq!(set.examples.len(), 2);
+        assert_eq!(set.examples[0].id, "a");
+
+        let mut bytes = format!("{line}\n").into_bytes();
+        bytes.extend_from_slice(b"{\"id\": \"b\", \"question\": \"Caf\xE9?\"}\n");
+        std::fs::write(&path, bytes).unwrap();
+        let error = load_qa(&path, OnBadRecord::Skip).unwrap_err().to_string();
+        assert!(
+            error.starts_with(&format!("{}:2:", path.display()))
+                && error.contains("not valid UTF-8"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn flashrag_lines_parse() {

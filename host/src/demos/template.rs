@@ -4,7 +4,7 @@
 //! `searchr1`, in `demos/templates/`); a user's own TOML file replaces them.
 
 use crate::grpo::TrainConfig;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -85,8 +85,7 @@ impl DemoTemplate {
                  searchr1) or a TOML file"
             );
         }
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let text = crate::data::text_file::read_text(path, "the demonstration template")?;
         DemoTemplate::parse(&text, &path.display().to_string())
     }
 

@@ -425,8 +425,7 @@ impl TrainConfig {
 
     /// Reads a TOML file. Relative paths inside it are taken relative to the file's folder.
     pub fn load(path: &Path) -> Result<TrainConfig> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the training config {}", path.display()))?;
+        let text = crate::data::text_file::read_text(path, "the training config")?;
         let mut config = TrainConfig::parse(&text, &path.display().to_string())?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);

@@ -219,7 +219,6 @@ fn read_defaults(root: &Path) -> Result<DefaultsFile> {
     if !path.is_file() {
         return Ok(DefaultsFile::default());
     }
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text = crate::data::text_file::read_text(&path, "the plugin defaults")?;
     toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))
 }

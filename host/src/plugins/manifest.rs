@@ -85,8 +85,7 @@ impl Manifest {
     /// errors).
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let text = crate::data::text_file::read_text(&path, "the plugin manifest")?;
         Manifest::parse(&text).with_context(|| format!("invalid {}", path.display()))
     }
 

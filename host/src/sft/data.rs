@@ -39,8 +39,7 @@ pub fn load_trajectories(
     let mut out = Vec::new();
     for path in paths {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the trajectories {}", path.display()))?;
+        let text = crate::data::text_file::read_text(path, "the trajectories")?;
         let before = out.len();
         for (index, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
