@@ -579,6 +579,48 @@ fn embedder_index_and_search_commands_work_together_and_explain_bad_input() {
         text(&output)
     );
 
+    // One writer per index folder: while another process holds it, `host index add` and
+    // `host index build` are refused at once with the holder's pid.
+    let lock =
+        research_host::folder_lock::FolderLock::acquire(&dir.path().join("index"), "the test")
+            .unwrap();
+    let corpus_arg = corpus.display().to_string();
+    for args in [
+        vec![
+            "index",
+            "add",
+            "--quiet",
+            "--corpus",
+            &corpus_arg,
+            "--index",
+            &path("index"),
+        ],
+        vec![
+            "index",
+            "build",
+            "--quiet",
+            "--corpus",
+            &corpus_arg,
+            "--embedder",
+            &path("emb"),
+            "--out",
+            &path("index"),
+        ],
+    ] {
+        let output = host(&args);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(
+            text(&output).contains(&format!(
+                "{} is in use by another process (pid {}, `the test`)",
+                path("index"),
+                std::process::id()
+            )),
+            "{args:?}: {}",
+            text(&output)
+        );
+    }
+    drop(lock);
+
     let output = host(&["index", "info", "--index", &path("index"), "--json"]);
     let info: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(info["state"], "complete");

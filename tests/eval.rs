@@ -116,6 +116,26 @@ fn eval_writes_records_and_a_report_and_continues_after_a_kill() {
     };
     assert_eq!(strip(records(&file)), strip(rows));
 
+    // One writer per output folder: while another process holds it, `host eval` is refused at
+    // once with the holder's pid and adds no record.
+    let before = std::fs::read(&file).unwrap();
+    let lock = research_host::folder_lock::FolderLock::acquire(&killed, "the test").unwrap();
+    let out = host_command(&[&ARGS[..], &["--out", killed.to_str().unwrap()]].concat())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(&format!(
+            "{} is in use by another process (pid {}, `the test`)",
+            killed.display(),
+            std::process::id()
+        )),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    drop(lock);
+
     // Other settings in the same folder are refused.
     let out = host_command(&[
         "eval",

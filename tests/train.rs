@@ -166,6 +166,58 @@ fn runs_checkpoints_and_resumes_exactly_even_after_sigkill() {
     assert!(out.contains("resuming after step 2"), "{out}");
     assert_eq!(comparable(&part), comparable(&full));
 
+    // The newest checkpoint damaged (its weights truncated, as a crash of the machine could
+    // leave them): the resume says so, continues from the one before, and ends as the
+    // uninterrupted run did.
+    let damaged = dir.path().join("damaged");
+    succeed(&[&["train", "--steps", "2", "--out", s(&damaged)], &SMALL[..]].concat());
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(damaged.join("checkpoints/step-000002/state.json")).unwrap(),
+    )
+    .unwrap();
+    for file in [
+        "model/config.json",
+        "model/model.safetensors",
+        "optimizer.safetensors",
+    ] {
+        assert_eq!(
+            state["sha256"][file].as_str().map(str::len),
+            Some(64),
+            "{file}"
+        );
+    }
+    let weights = damaged.join("checkpoints/step-000002/model/model.safetensors");
+    let size = std::fs::metadata(&weights).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&weights)
+        .and_then(|f| f.set_len(size / 2))
+        .unwrap();
+    let out = succeed(&["train", "--resume", s(&damaged), "--steps", "3", "--quiet"]);
+    assert!(
+        out.contains(&format!(
+            "warning: skipped the damaged checkpoint {}: model/model.safetensors does not match \
+             the checksum in state.json",
+            damaged.join("checkpoints/step-000002").display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("resuming after step 1"), "{out}");
+    assert_eq!(comparable(&damaged), comparable(&full));
+    // With every checkpoint damaged nothing is resumed silently from scratch.
+    for step in 1..=3 {
+        let state = damaged.join(format!("checkpoints/step-{step:06}/state.json"));
+        assert!(state.is_file(), "keep_last 3 keeps step {step}");
+        std::fs::write(&state, "{").unwrap();
+    }
+    let none = host(&["train", "--resume", s(&damaged), "--steps", "4", "--quiet"]);
+    assert!(!none.status.success());
+    assert!(
+        text(&none).contains("no checkpoint of") && text(&none).contains("invalid"),
+        "{}",
+        text(&none)
+    );
+
     // Killed (SIGKILL) after its first checkpoint, then resumed: identical metrics.
     let killed = dir.path().join("killed");
     let mut child =
@@ -184,8 +236,36 @@ fn runs_checkpoints_and_resumes_exactly_even_after_sigkill() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // One writer per run folder: a second process on it (a resume, or a fresh run) is refused
+    // at once, naming the holder, and writes nothing.
+    let metrics_before = std::fs::read(killed.join("metrics.jsonl")).unwrap();
+    let holder = format!("(pid {}, `host train`)", child.id());
+    for second in [
+        host(&["train", "--resume", s(&killed), "--quiet"]),
+        host(&[&["train", "--steps", "1", "--out", s(&killed)], &SMALL[..]].concat()),
+    ] {
+        assert!(!second.status.success());
+        assert!(
+            text(&second).contains(&format!(
+                "{} is in use by another process {holder}",
+                killed.display()
+            )),
+            "{}",
+            text(&second)
+        );
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first run was still running while the second was refused"
+    );
+    // The kill below ends the lock with the process: the resume after it takes the folder.
     child.kill().unwrap();
     child.wait().unwrap();
+    let metrics_after = std::fs::read(killed.join("metrics.jsonl")).unwrap();
+    assert!(
+        metrics_after.starts_with(&metrics_before),
+        "the refused processes wrote nothing"
+    );
     let out = succeed(&["train", "--resume", s(&killed), "--quiet"]);
     assert!(out.contains("resuming after step"), "{out}");
     assert_eq!(comparable(&killed), comparable(&full));

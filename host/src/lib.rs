@@ -5,7 +5,9 @@
 pub mod cli;
 pub mod data;
 pub mod demos;
+pub mod durable;
 pub mod eval;
+pub mod folder_lock;
 pub mod grpo;
 pub mod memory;
 pub mod model;

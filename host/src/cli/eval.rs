@@ -4,11 +4,11 @@
 use super::train::{Environment, fold_plugin_flags, prepare_environment};
 use crate::data::corpus::OnBadRecord;
 use crate::data::qa::{QaSet, load_qa};
+use crate::durable::write_atomic;
 use crate::eval::judge::{JudgeBackend, ModelJudge, PluginJudge};
 use crate::eval::{DatasetReport, EvalOptions, evaluate};
 use crate::grpo::TrainConfig;
 use crate::grpo::assets::world_questions;
-use crate::grpo::run_dir::write_atomic;
 use crate::model::{SamplingParams, load_model};
 use crate::plugins::{PluginKind, PluginSet};
 use crate::rollout::{Episodes, RolloutSettings};
@@ -150,7 +150,8 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| crate::grpo::trainer::timestamped_run_dir("eval"));
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    // One writer per output folder, held until this function returns.
+    let _lock = crate::folder_lock::FolderLock::acquire(&out, "host eval")?;
     let mut settings_json = serde_json::json!({
         "model": args.model, "index": args.index, "data": args.data,
         "plugins": redact_secrets(serde_json::to_value(&config.plugins)?),

@@ -1,6 +1,7 @@
 //! `host index …`: build, extend and inspect passage indexes.
 
 use crate::data::corpus::OnBadRecord;
+use crate::folder_lock::FolderLock;
 use crate::retrieval::embedder::{DEFAULT_BATCH_SIZE, Embedder, SettingsOverrides};
 use crate::retrieval::index::{self, Index, IndexMeta, IndexState};
 use crate::retrieval::ingest::{DEFAULT_COMMIT_EVERY, IngestOptions, IngestReport, ingest};
@@ -105,6 +106,8 @@ pub fn run(command: IndexCommand) -> Result<ExitCode> {
             let embedder = Embedder::load(&embedder, &settings, &Device::Cpu)?
                 .with_batch_size(args.batch_size);
             let embedder_path = absolute(embedder.folder());
+            // One writer per index folder, held until the build ends.
+            let _lock = FolderLock::acquire(&out, "host index build")?;
             let index = if index::exists(&out) {
                 let index = Index::open(&out)?;
                 let meta = index.meta()?;
@@ -154,6 +157,7 @@ pub fn run(command: IndexCommand) -> Result<ExitCode> {
             ingest: args,
         } => {
             let index = Index::open(&dir)?;
+            let _lock = FolderLock::acquire(&dir, "host index add")?;
             let meta = index.meta()?;
             if meta.state == IndexState::Building {
                 bail!(

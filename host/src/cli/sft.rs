@@ -2,8 +2,10 @@
 
 use super::config_flags::ConfigFlags;
 use super::train::{Environment, make_paths_absolute, prepare_environment, questions};
+use crate::durable::write_atomic;
+use crate::folder_lock::FolderLock;
 use crate::grpo::TrainConfig;
-use crate::grpo::run_dir::{RunDir, ensure_fresh, write_atomic};
+use crate::grpo::run_dir::{RunDir, ensure_fresh};
 use crate::model::loader::read_config;
 use crate::sft::{SftInputs, SftTrainer, drop_held_out, load_trajectories};
 use anyhow::{Context, Result, bail};
@@ -94,16 +96,22 @@ impl DataFingerprint {
 
 /// Runs `host sft`.
 pub fn run(args: SftArgs) -> Result<ExitCode> {
-    let (config, run_dir, resume) = match &args.resume {
-        Some(run_dir) => (resumed_config(&args, run_dir)?, run_dir.clone(), true),
+    // One writer per run folder, held until this function returns.
+    let (config, run_dir, resume, _lock) = match &args.resume {
+        Some(run_dir) => {
+            let config = resumed_config(&args, run_dir)?;
+            let lock = FolderLock::acquire(run_dir, "host sft --resume")?;
+            (config, run_dir.clone(), true, lock)
+        }
         None => {
             let config = fresh_config(&args)?;
             let out = args
                 .out
                 .clone()
                 .unwrap_or_else(|| crate::grpo::trainer::timestamped_run_dir("sft"));
+            let lock = FolderLock::acquire(&out, "host sft")?;
             ensure_fresh(&out)?;
-            (config, out, false)
+            (config, out, false, lock)
         }
     };
     config.validate()?;

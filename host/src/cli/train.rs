@@ -2,6 +2,7 @@
 
 use super::config_flags::ConfigFlags;
 use crate::data::qa::{QaSet, load_qa};
+use crate::folder_lock::FolderLock;
 use crate::grpo::assets::{
     EmbeddedAssets, embedded_assets, world_passages_text, world_questions,
     world_warm_start_questions,
@@ -118,8 +119,13 @@ pub fn embedded_default_config() -> TrainConfig {
 /// Runs `host train`.
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let cache_root = args.config.cache_root();
-    let (mut config, run_dir, resume) = match &args.resume {
-        Some(run_dir) => (resumed_config(&args, run_dir)?, run_dir.clone(), true),
+    // One writer per run folder, held until this function returns.
+    let (mut config, run_dir, resume, _lock) = match &args.resume {
+        Some(run_dir) => {
+            let config = resumed_config(&args, run_dir)?;
+            let lock = FolderLock::acquire(run_dir, "host train --resume")?;
+            (config, run_dir.clone(), true, lock)
+        }
         None => {
             let config = fresh_config(&args)?;
             let out = config
@@ -127,8 +133,9 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
                 .out
                 .clone()
                 .unwrap_or_else(|| crate::grpo::trainer::timestamped_run_dir("train"));
+            let lock = FolderLock::acquire(&out, "host train")?;
             ensure_fresh(&out)?;
-            (config, out, false)
+            (config, out, false, lock)
         }
     };
     config.validate()?;
@@ -213,7 +220,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
 
     let run = RunDir::create(&run_dir)?;
     if !resume {
-        crate::grpo::run_dir::write_atomic(&run.config(), text.as_bytes())?;
+        crate::durable::write_atomic(&run.config(), text.as_bytes())?;
     }
     let inputs = RunInputs {
         model_dir,

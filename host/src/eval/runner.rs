@@ -4,7 +4,7 @@
 
 use super::metrics::{DatasetReport, EvalRecord, summarise};
 use crate::data::qa::QaSet;
-use crate::grpo::run_dir::write_atomic;
+use crate::durable::write_atomic;
 use crate::rollout::{Episodes, RolloutSettings, RolloutTimes};
 use anyhow::{Context, Result};
 use std::collections::BTreeSet;
@@ -121,6 +121,7 @@ pub fn evaluate(
         }
         file.write_all(text.as_bytes())
             .and_then(|()| file.flush())
+            .and_then(|()| file.sync_data())
             .with_context(|| format!("cannot write {}", records_path.display()))?;
         bar.inc(chunk.len() as u64);
     }

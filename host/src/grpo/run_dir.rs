@@ -8,8 +8,10 @@
 //! RUN/checkpoints/step-000010/{model/, optimizer.safetensors, state.json}
 //! ```
 
+use crate::durable::{publish_dir, sha256_file, write_atomic};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -78,9 +80,10 @@ impl RunDir {
             .append(true)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        writeln!(file, "{value}").with_context(|| format!("cannot write {}", path.display()))?;
-        file.flush()?;
-        Ok(())
+        writeln!(file, "{value}")
+            .and_then(|()| file.flush())
+            .and_then(|()| file.sync_data())
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 
     /// Writes JSON lines to `path` atomically.
@@ -119,10 +122,22 @@ impl RunDir {
 
     /// Reads a checkpoint's trainer state.
     pub fn read_state(checkpoint: &Path) -> Result<TrainerState> {
-        let path = checkpoint.join("state.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("invalid {}", path.display()))
+        Ok(read_state_file(checkpoint)?.trainer)
+    }
+
+    /// Reads a checkpoint's state and checks every file it lists against its SHA-256: a
+    /// truncated or damaged file is named. (Checkpoints written before the hashes were
+    /// recorded list none; loading them is then the only check.)
+    pub fn verify_checkpoint(checkpoint: &Path) -> Result<TrainerState> {
+        let state = read_state_file(checkpoint)?;
+        for (name, expected) in &state.sha256 {
+            let path = checkpoint.join(name);
+            let actual = sha256_file(&path)?;
+            if &actual != expected {
+                bail!("{name} does not match the checksum in state.json (damaged or truncated)");
+            }
+        }
+        Ok(state.trainer)
     }
 
     /// Publishes a fully written checkpoint folder `staged` as the checkpoint of `step` (one
@@ -133,8 +148,7 @@ impl RunDir {
             std::fs::remove_dir_all(&target)
                 .with_context(|| format!("cannot replace {}", target.display()))?;
         }
-        std::fs::rename(staged, &target)
-            .with_context(|| format!("cannot move the checkpoint to {}", target.display()))?;
+        publish_dir(staged, &target)?;
         let all = self.list_checkpoints()?;
         let keep = keep_last.max(1);
         if all.len() > keep {
@@ -146,8 +160,9 @@ impl RunDir {
     }
 
     /// Writes the checkpoint of `state.step`: the policy in HF layout (tokenizer files from
-    /// `tokenizer_dir`), the optimiser moments and the state, staged in `.partial-*` and then
-    /// published with one rename; the newest `keep_last` are kept.
+    /// `tokenizer_dir`), the optimiser moments and the state with the files' SHA-256, staged in
+    /// `.partial-*`, synced to the disk and then published with one rename; the newest
+    /// `keep_last` are kept.
     pub fn save_checkpoint(
         &self,
         policy: &crate::model::Policy,
@@ -167,17 +182,28 @@ impl RunDir {
             .with_context(|| format!("cannot create {}", staged.display()))?;
         crate::model::save_checkpoint(policy, tokenizer_dir, &staged.join("model"))?;
         optimizer.save(&staged.join("optimizer.safetensors"))?;
+        let mut sha256 = BTreeMap::new();
+        for name in CHECKSUMMED {
+            sha256.insert(name.to_string(), sha256_file(&staged.join(name))?);
+        }
+        let state_file = StateFile {
+            trainer: state.clone(),
+            sha256,
+        };
         let state_path = staged.join("state.json");
-        std::fs::write(&state_path, serde_json::to_string_pretty(state)?)
+        std::fs::write(&state_path, serde_json::to_string_pretty(&state_file)?)
             .with_context(|| format!("cannot write {}", state_path.display()))?;
         self.publish_checkpoint(&staged, state.step, keep_last)?;
         Ok(self.checkpoint(state.step))
     }
 
-    /// The newest complete checkpoint to resume from, after clearing half-written ones.
-    pub fn resume_point(&self) -> Result<Option<(u64, PathBuf)>> {
+    /// The complete checkpoints to resume from, newest first, after clearing half-written
+    /// ones; the caller takes the first that verifies and loads.
+    pub fn resume_candidates(&self) -> Result<Vec<(u64, PathBuf)>> {
         self.clear_partial()?;
-        Ok(self.list_checkpoints()?.pop())
+        let mut all = self.list_checkpoints()?;
+        all.reverse();
+        Ok(all)
     }
 
     /// Removes half-written checkpoints left by a killed run.
@@ -232,23 +258,28 @@ impl RunDir {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename. The file is readable by
-/// everyone (0644 on Unix), like a file written directly; the temporary file starts private.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::NamedTempFile::new_in(parent)
-        .with_context(|| format!("cannot write in {}", parent.display()))?;
-    temp.write_all(bytes)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        temp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .with_context(|| format!("cannot set the permissions of {}", path.display()))?;
-    }
-    temp.persist(path)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), e.error))?;
-    Ok(())
+/// The checkpoint files whose SHA-256 `state.json` records.
+const CHECKSUMMED: [&str; 3] = [
+    "model/config.json",
+    "model/model.safetensors",
+    "optimizer.safetensors",
+];
+
+/// `state.json`: the trainer state and the checksums of the checkpoint's files.
+#[derive(Debug, Serialize, Deserialize)]
+struct StateFile {
+    #[serde(flatten)]
+    trainer: TrainerState,
+    /// SHA-256 (hex) by path inside the checkpoint folder.
+    #[serde(default)]
+    sha256: BTreeMap<String, String>,
+}
+
+fn read_state_file(checkpoint: &Path) -> Result<StateFile> {
+    let path = checkpoint.join("state.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("invalid {}", path.display()))
 }
 
 /// Refuses to start a fresh run in a folder that already holds one.

@@ -192,7 +192,9 @@ pub(crate) struct Restored {
 }
 
 /// Loads the model to train from `model_dir`, or, when `resume`, from the newest checkpoint of
-/// `run` with its optimiser moments (refused when its seed is not the config's).
+/// `run` that verifies (its files match the checksums in its state, its weights and optimiser
+/// moments load), saying which newer ones it skipped and why. Refused when the checkpoint's
+/// seed is not the config's, or when the run has checkpoints and none of them verifies.
 pub(crate) fn restore(
     config: &TrainConfig,
     model_dir: &Path,
@@ -201,46 +203,77 @@ pub(crate) fn restore(
 ) -> Result<Restored> {
     let device = device_of(&config.model.device)?;
     let dtype = dtype_of(&config.model.dtype);
-    let checkpoint = if resume { run.resume_point()? } else { None };
-    let (model, state) = match &checkpoint {
-        Some((_, dir)) => {
-            let state = RunDir::read_state(dir)?;
-            if state.seed != config.run.seed {
-                bail!(
-                    "the checkpoint was made with seed {} but the config says {}",
-                    state.seed,
-                    config.run.seed
-                );
+    let candidates = if resume {
+        run.resume_candidates()?
+    } else {
+        Vec::new()
+    };
+    let mut skipped = Vec::new();
+    for (_, dir) in &candidates {
+        let state = match RunDir::verify_checkpoint(dir) {
+            Ok(state) => state,
+            Err(e) => {
+                skipped.push(format!("{}: {e:#}", dir.display()));
+                continue;
             }
-            let model = load_model(&dir.join("model"), dtype, &device)
-                .with_context(|| format!("cannot load the checkpoint {}", dir.display()))?;
-            (model, Some(state))
+        };
+        if state.seed != config.run.seed {
+            bail!(
+                "the checkpoint was made with seed {} but the config says {}",
+                state.seed,
+                config.run.seed
+            );
         }
-        None => (load_model(model_dir, dtype, &device)?, None),
-    };
-    let params: BTreeMap<String, Var> = {
-        let data = model
-            .policy
-            .vars()
-            .data()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    };
-    let optimizer = match &checkpoint {
-        Some((_, dir)) => AdamW::load(
-            config.optim.adamw(),
-            &dir.join("optimizer.safetensors"),
-            &params,
-        )?,
-        None => AdamW::new(config.optim.adamw()),
-    };
+        let loaded = load_model(&dir.join("model"), dtype, &device).and_then(|model| {
+            let params = trainable_params(&model);
+            let optimizer = AdamW::load(
+                config.optim.adamw(),
+                &dir.join("optimizer.safetensors"),
+                &params,
+            )?;
+            Ok((model, params, optimizer))
+        });
+        match loaded {
+            Ok((model, params, optimizer)) => {
+                for reason in &skipped {
+                    eprintln!("warning: skipped the damaged checkpoint {reason}");
+                }
+                return Ok(Restored {
+                    model,
+                    params,
+                    optimizer,
+                    state: Some(state),
+                });
+            }
+            Err(e) => skipped.push(format!("{}: cannot load it: {e:#}", dir.display())),
+        }
+    }
+    if !skipped.is_empty() {
+        bail!(
+            "no checkpoint of {} can be resumed from:\n  {}",
+            run.root.display(),
+            skipped.join("\n  ")
+        );
+    }
+    let model = load_model(model_dir, dtype, &device)?;
+    let params = trainable_params(&model);
     Ok(Restored {
         model,
         params,
-        optimizer,
-        state,
+        optimizer: AdamW::new(config.optim.adamw()),
+        state: None,
     })
+}
+
+/// The trainable variables of a loaded model, by name.
+fn trainable_params(model: &LoadedModel) -> BTreeMap<String, Var> {
+    let data = model
+        .policy
+        .vars()
+        .data()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// Derives a seed from the run seed and two counters (splitmix64 over the mix).

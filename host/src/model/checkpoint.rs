@@ -1,6 +1,6 @@
 //! Checkpoints in Hugging Face layout (config.json, model.safetensors, tokenizer files),
-//! written atomically: everything goes to a temporary folder beside the target, which then
-//! replaces the target with a rename.
+//! written atomically and durably: everything goes to a temporary folder beside the target,
+//! which is synced to the disk and then replaces the target with a rename.
 
 use super::transformer::Policy;
 use anyhow::{Context, Result};
@@ -59,12 +59,10 @@ pub fn save_checkpoint(policy: &Policy, tokenizer_dir: &Path, out: &Path) -> Res
         ));
         std::fs::rename(out, &old)
             .with_context(|| format!("cannot move aside {}", out.display()))?;
-        std::fs::rename(&staged, out)
-            .with_context(|| format!("cannot move checkpoint to {}", out.display()))?;
+        crate::durable::publish_dir(&staged, out)?;
         std::fs::remove_dir_all(&old).ok();
     } else {
-        std::fs::rename(&staged, out)
-            .with_context(|| format!("cannot move checkpoint to {}", out.display()))?;
+        crate::durable::publish_dir(&staged, out)?;
     }
     Ok(())
 }

@@ -185,8 +185,7 @@ pub fn fetch_model(id: &str, revision: Option<&str>, out: &Path) -> Result<Vec<P
         std::fs::rename(out, &old)
             .with_context(|| format!("cannot move {} aside", out.display()))?;
     }
-    std::fs::rename(&staging, out)
-        .with_context(|| format!("cannot move {} to {}", staging.display(), out.display()))?;
+    crate::durable::publish_dir(&staging, out)?;
     if old.exists() {
         std::fs::remove_dir_all(&old)
             .with_context(|| format!("cannot remove {}", old.display()))?;

@@ -62,7 +62,7 @@ pub fn write_report(
         config: config.as_deref(),
     })?;
     let html_path = out.join("index.html");
-    crate::grpo::run_dir::write_atomic(&html_path, page.as_bytes())?;
+    crate::durable::write_atomic(&html_path, page.as_bytes())?;
     Ok(ReportFiles {
         html: html_path,
         charts: written.into_iter().map(|(_, path)| path).collect(),

@@ -234,6 +234,5 @@ pub fn init_tiny_bert(
         std::fs::remove_dir_all(out)
             .with_context(|| format!("cannot replace {}", out.display()))?;
     }
-    std::fs::rename(&staged, out)
-        .with_context(|| format!("cannot move the embedder to {}", out.display()))
+    crate::durable::publish_dir(&staged, out)
 }

@@ -2,7 +2,7 @@
 //! named by a key, locked while one process makes it, and finished by `READY.json`, which
 //! names the model it made.
 
-use crate::grpo::run_dir::write_atomic;
+use crate::durable::write_atomic;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -9,7 +9,7 @@
 
 use super::cache_entry::CacheEntry;
 use super::{SftExample, SftInputs, SftTrainer};
-use crate::grpo::run_dir::write_atomic;
+use crate::durable::write_atomic;
 use crate::grpo::{RunDir, TrainConfig};
 use crate::model::ModelTokenizer;
 use crate::model::loader::read_config;

@@ -10,7 +10,7 @@ use super::cache_entry::CacheEntry;
 use super::{SftInputs, SftTrainer, drop_held_out, load_trajectories};
 use crate::data::qa::QaExample;
 use crate::demos::{DemoBuilder, DemoTemplate};
-use crate::grpo::run_dir::write_atomic;
+use crate::durable::write_atomic;
 use crate::grpo::{RunDir, TrainConfig};
 use crate::model::ModelTokenizer;
 use crate::model::loader::read_config;
