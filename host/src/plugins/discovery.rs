@@ -15,7 +15,7 @@ pub const DEFAULTS_FILE: &str = "defaults.toml";
 pub enum PluginSource {
     /// A prebuilt `.wasm` component.
     Prebuilt(PathBuf),
-    /// A crate (its `Cargo.toml`) that the host builds for wasm32-wasip2.
+    /// A crate (its `Cargo.toml`), loaded from the component `host plugins build` made of it.
     Crate(PathBuf),
 }
 

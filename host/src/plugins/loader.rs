@@ -1,9 +1,9 @@
-//! Turning a discovered plugin into a running one: build or read its component, compile it
-//! (cached), check its contract version, kind and imports, link it and start an instance.
+//! Turning a discovered plugin into a running one: read its component (prebuilt, or built from
+//! its current sources by `host plugins build`; loading never runs cargo), compile it (cached),
+//! check its contract version, kind and imports, link it and start an instance.
 
 use super::discovery::{DiscoveredPlugin, PluginSource};
 use super::engine::PluginEngine;
-use super::guest_build::build_plugin_crate;
 use super::instance::{InstancePool, PluginIdentity};
 use super::judge::{JudgeBindings, JudgePlugin};
 use super::manifest::{Capabilities, Limits};
@@ -112,7 +112,7 @@ impl PluginHost {
         let manifest = &plugin.manifest;
         let component_path = match &plugin.source {
             PluginSource::Prebuilt(path) => path.clone(),
-            PluginSource::Crate(cargo_toml) => build_plugin_crate(cargo_toml, None)?,
+            PluginSource::Crate(cargo_toml) => super::built::component_for(plugin, cargo_toml)?,
         };
         let bytes = std::fs::read(&component_path)
             .with_context(|| format!("cannot read {}", component_path.display()))?;

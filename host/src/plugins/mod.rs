@@ -1,14 +1,16 @@
 //! The sandboxed plugin runtime: Wasm components (reward, prompt, parser, search, judge) found in a
-//! `--plugins` folder, built or read, compiled once (cached on disk), and called under per-call
-//! limits. A failing plugin yields a [`PluginError`] naming the plugin, the function and the
+//! `--plugins` folder, prebuilt or built by the explicit `host plugins build` step (loading never
+//! runs cargo), compiled once (cached on disk), and called under per-call limits. A failing plugin yields a [`PluginError`] naming the plugin, the function and the
 //! cause; the host and the other plugins keep working.
 //!
-//! Layout: [`manifest`] and [`discovery`] read folders, [`guest_build`] builds crates,
+//! Layout: [`manifest`] and [`discovery`] read folders, [`guest_build`] runs cargo and [`built`]
+//! records and checks what it built,
 //! [`engine`] compiles and caches, [`sandbox`] is what an instance sees, [`instance`] pools
 //! instances and enforces limits, [`wit`] holds the versioned contract bindings, and the
 //! per-kind wrappers ([`reward`], [`prompt`], [`parser`], [`search`], [`judge`]) validate
 //! outputs.
 
+pub mod built;
 pub mod conformance;
 pub mod discovery;
 pub mod engine;
