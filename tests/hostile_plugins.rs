@@ -80,11 +80,49 @@ fn an_infinite_loop_hits_the_deadline() {
         started.elapsed() >= Duration::from_millis(290),
         "stopped too early"
     );
-    assert_eq!(error.cause, Failure::Deadline { timeout_ms: 300 });
+    assert_eq!(
+        error.cause,
+        Failure::Deadline {
+            timeout_ms: 300,
+            blocked: false
+        }
+    );
     assert!(
         error.to_string().contains("deadline of 300 ms exceeded"),
         "{error}"
     );
+}
+
+#[test]
+fn a_guest_sleeping_in_a_host_call_is_stopped_at_its_deadline() {
+    // Two minutes of `std::thread::sleep` against a 500 ms deadline: the wait happens inside
+    // a WASI clock call, where epoch interruption never fires; the bounded clock cuts it.
+    let plugin = hostile("sleep", "timeout-ms = 500", "");
+    let started = Instant::now();
+    let error = expect_failure(&plugin, 500);
+    assert!(
+        started.elapsed() >= Duration::from_millis(490),
+        "stopped too early"
+    );
+    assert_eq!(
+        error.cause,
+        Failure::Deadline {
+            timeout_ms: 500,
+            blocked: true
+        }
+    );
+    assert!(
+        error.to_string().contains("blocked in a host call"),
+        "{error}"
+    );
+    // The instance was discarded: the next call starts a fresh one and is cut the same way.
+    let again = expect_failure(&plugin, 500);
+    assert_eq!(again.cause, error.cause);
+
+    // A wait that ends well before the deadline is untouched.
+    let nap = hostile("sleep", "timeout-ms = 2000", "ms = 20");
+    let score = nap.score(&sample("q")).expect("a 20 ms nap is fine");
+    assert_eq!(score.total, 1.0);
 }
 
 #[test]

@@ -29,8 +29,9 @@ fn stderr_note(stderr: &str) -> String {
 /// Why a plugin call failed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Failure {
-    /// The wall-clock deadline (`timeout-ms`) passed.
-    Deadline { timeout_ms: u64 },
+    /// The wall-clock deadline (`timeout-ms`) passed; `blocked` when the guest was waiting in
+    /// a host call (a sleep or a poll on the clock) when it did.
+    Deadline { timeout_ms: u64, blocked: bool },
     /// The fuel budget (`fuel`) ran out.
     Fuel { fuel: u64 },
     /// The guest tried to grow its memory past `memory-mb`.
@@ -55,9 +56,19 @@ pub enum Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Deadline { timeout_ms } => write!(
+            Failure::Deadline {
+                timeout_ms,
+                blocked: false,
+            } => write!(
                 f,
                 "deadline of {timeout_ms} ms exceeded (raise [limits] timeout-ms in plugin.toml if the work is legitimate)"
+            ),
+            Failure::Deadline {
+                timeout_ms,
+                blocked: true,
+            } => write!(
+                f,
+                "deadline of {timeout_ms} ms exceeded while the guest was blocked in a host call (a sleep or a wait on the clock; its wait was cut at the deadline)"
             ),
             Failure::Fuel { fuel } => write!(f, "fuel budget of {fuel} exhausted"),
             Failure::Memory {

@@ -109,7 +109,18 @@ impl<B> InstancePool<B> {
         self.arm(&mut live.store);
         let result = call(&live.bindings, &mut live.store);
         let output = live.store.data().output.take();
+        let blocked = live.store.data().deadline.take_blocked();
         match result {
+            // A wait cut at the deadline: the call ran out of time even though the guest
+            // returned afterwards; the instance is discarded.
+            Ok(_) if blocked => Err(self.error(
+                function,
+                Failure::Deadline {
+                    timeout_ms: self.identity.limits.timeout_ms,
+                    blocked: true,
+                },
+                output,
+            )),
             Ok(value) => {
                 let size = value.output_size();
                 let limit = self.identity.limits.max_output_bytes();
@@ -130,7 +141,10 @@ impl<B> InstancePool<B> {
                 Ok(value)
             }
             Err(error) => {
-                let failure = self.classify(&error, &live.store, &output);
+                let mut failure = self.classify(&error, &live.store, &output);
+                if let Failure::Deadline { blocked: b, .. } = &mut failure {
+                    *b = blocked;
+                }
                 let output = without_panic_report(&failure, output);
                 Err(self.error(function, failure, output))
             }
@@ -201,6 +215,10 @@ impl<B> InstancePool<B> {
     fn arm(&self, store: &mut Store<HostState>) {
         let limits = &self.identity.limits;
         store.set_epoch_deadline(PluginEngine::ticks_for(limits.timeout_ms));
+        store
+            .data_mut()
+            .deadline
+            .arm(std::time::Instant::now() + std::time::Duration::from_millis(limits.timeout_ms));
         if self.engine.fuel_enabled() {
             // Fuel is engine-wide: plugins without a budget get an unlimited one.
             let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
@@ -227,6 +245,7 @@ impl<B> InstancePool<B> {
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => Failure::Deadline {
                 timeout_ms: limits.timeout_ms,
+                blocked: false,
             },
             Some(Trap::OutOfFuel) => Failure::Fuel {
                 fuel: limits.fuel.unwrap_or(u64::MAX),

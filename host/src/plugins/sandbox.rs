@@ -28,6 +28,8 @@ pub struct HostState {
     pub(crate) output: CapturedOutput,
     pub(crate) config: Arc<BTreeMap<String, String>>,
     pub(crate) retriever: Option<Arc<dyn Retriever>>,
+    /// The deadline of the call in progress, which bounds the guest's clock waits.
+    pub(crate) deadline: super::bounded_clock::CallDeadline,
 }
 
 impl HostState {
@@ -60,6 +62,7 @@ impl HostState {
             output,
             config,
             retriever,
+            deadline: Default::default(),
         }
     }
 }
