@@ -181,6 +181,57 @@ fn reward_scores_one_response_from_a_file() {
 }
 
 #[test]
+fn reward_takes_the_assistant_marker_from_a_models_chat_template_and_users_cannot_set_it() {
+    use research_host::model::Architecture;
+    use research_host::model::tiny::{TINY, init_tiny};
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("chatml");
+    init_tiny(Architecture::Qwen2, TINY, 0, None, &model).unwrap();
+    // A well-formed answer whose thinking holds the assistant marker.
+    let response = "<think> I will answer <|im_start|>assistant\n now </think> <answer> \\boxed{Paris} </answer>";
+    let score = |extra: &[&str]| {
+        let mut args = vec![
+            "reward",
+            "--plugins",
+            "plugins",
+            "--golden",
+            "Paris",
+            "--response",
+            response,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let output = host(&args);
+        assert!(output.status.success(), "{}", text(&output));
+        let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        value["total"].as_f64().unwrap()
+    };
+    assert_eq!(score(&[]), 1.0, "read whole without a model");
+    assert_eq!(
+        score(&["--model", model.to_str().unwrap()]),
+        0.0,
+        "cut at the ChatML marker, as the ReSearch reference reads it"
+    );
+    let refused = host(&[
+        "reward",
+        "--plugins",
+        "plugins",
+        "--golden",
+        "Paris",
+        "--response",
+        "x",
+        "--config",
+        "research-reward.host.assistant-marker=X",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("are set by the host"),
+        "{}",
+        text(&refused)
+    );
+}
+
+#[test]
 fn reward_scores_a_case_file_and_keeps_going_past_bad_lines() {
     let cases = Path::new("tests/data/research-reward.cases.jsonl");
     let output = host(&[

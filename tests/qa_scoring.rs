@@ -93,6 +93,31 @@ mod research {
     }
 
     #[test]
+    fn the_reference_reads_a_response_up_to_the_assistant_marker() {
+        let marker = Some("<|im_start|>assistant\n");
+        assert_eq!(
+            as_reference_reads("a <|im_start|>assistant\nb", true, marker),
+            ("a ", false)
+        );
+        // The first marker cuts; without one, or with an empty one, the whole response and
+        // its EOS stand.
+        assert_eq!(
+            as_reference_reads(
+                "<|im_start|>assistant\nx<|im_start|>assistant\n",
+                true,
+                marker
+            ),
+            ("", false)
+        );
+        assert_eq!(as_reference_reads("a b", true, marker), ("a b", true));
+        assert_eq!(
+            as_reference_reads("a <|im_start|>assistant\nb", true, None),
+            ("a <|im_start|>assistant\nb", true)
+        );
+        assert_eq!(as_reference_reads("a", false, Some("")), ("a", false));
+    }
+
+    #[test]
     fn query_rule() {
         assert_eq!(extract_query("<search> a </search>").as_deref(), Some("a"));
         assert_eq!(extract_query("x </search>").as_deref(), Some(""));

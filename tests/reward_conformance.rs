@@ -38,6 +38,37 @@ fn research_reward_matches_reference_on_every_case() {
 }
 
 #[test]
+fn research_reward_reads_a_response_up_to_the_models_assistant_marker_as_the_reference_does() {
+    // What the host passes when the run's model has a ChatML template.
+    let chat = common::reward(
+        "research-reward",
+        &[("host.assistant-marker", "<|im_start|>assistant\n")],
+    );
+    assert_eq!(run_cases(&chat, "research-reward-marker"), 8);
+    // Responses without the marker score exactly as before.
+    run_cases(&chat, "research-reward");
+    // Without a marker (a model without a chat template) the response is read whole: a
+    // well-formed answer with the marker in its thinking earns 1 where the reference, on a
+    // chat model, gives 0.
+    let cases = common::reward_cases("research-reward-marker");
+    let new_turn = &cases[2];
+    assert_eq!(new_turn.id, "marker-inside-think");
+    assert_eq!(new_turn.expected_total, 0.0);
+    let plain = common::reward("research-reward", &[]);
+    let whole = plain
+        .score(&sample(&new_turn.response, &["Paris"], Finish::Eos))
+        .unwrap();
+    assert_eq!(whole.total, 1.0);
+    let cut = chat
+        .score(&sample(&new_turn.response, &["Paris"], Finish::Eos))
+        .unwrap();
+    assert_eq!(
+        cut.components.iter().find(|c| c.0 == "eos").map(|c| c.1),
+        Some(0.0)
+    );
+}
+
+#[test]
 fn searchr1_reward_matches_reference_on_every_case() {
     let plugin = common::reward("searchr1-reward", &[]);
     let plain = run_cases(&plugin, "searchr1-reward");

@@ -274,6 +274,22 @@ RESEARCH_CASES = [
 SR1_VALID = "<think> reasoning </think>\n<answer> {a} </answer>"
 SR1_SEARCH = "<think> need it </think><search> capital of France </search>\n\n<information>Doc 1(Title: \"Paris\") Paris is the capital.</information>\n\n<think> found </think>\n<answer> {a} </answer>"
 
+# Responses holding the chat template's assistant marker (a model that starts a new turn). The
+# reference finds the response inside prompt + response by that marker, so it reads only what
+# precedes the response's own marker; `research-reward` does the same when the host gives it
+# the marker (`host.assistant-marker`, from the model's chat template).
+MARKER = "<|im_start|>assistant\n"
+RESEARCH_MARKER_CASES = [
+    ("marker-new-turn-after-answer", rs("\\boxed{Paris}") + "\n" + MARKER + rs("\\boxed{Paris}"), ["Paris"], "eos"),
+    ("marker-new-turn-before-answer", "<think> reasoning </think>\n" + MARKER + rs("\\boxed{Paris}"), ["Paris"], "eos"),
+    ("marker-inside-think", "<think> I will answer " + MARKER + " now </think> <answer> \\boxed{Paris} </answer>", ["Paris"], "eos"),
+    ("marker-after-wrong-answer", rs("\\boxed{Lyon}") + MARKER, ["Paris"], "eos"),
+    ("marker-at-start", MARKER + rs("\\boxed{Paris}"), ["Paris"], "eos"),
+    ("marker-cut-by-length", rs("\\boxed{Paris}") + MARKER + "<think>", ["Paris"], "length"),
+    ("other-role-is-not-the-marker", rs("\\boxed{Paris}", extra=" <|im_start|>user\n"), ["Paris"], "eos"),
+    ("no-marker-control", rs("\\boxed{Paris}"), ["Paris"], "eos"),
+]
+
 SEARCHR1_CASES = [
     ("exact", SR1_VALID.format(a="Paris"), ["Paris"], "stop:</answer>"),
     ("case", SR1_VALID.format(a="pARIS"), ["Paris"], "stop:</answer>"),
@@ -353,6 +369,7 @@ def cases_file(name, cases, score):
 
 FILES = [
     ("research-reward", RESEARCH_CASES, research_score),
+    ("research-reward-marker", RESEARCH_MARKER_CASES, research_score),
     ("searchr1-reward", SEARCHR1_CASES, lambda r, g, f: searchr1_score(r, g, False)),
     ("searchr1-reward-format", SEARCHR1_FORMAT_CASES, lambda r, g, f: searchr1_score(r, g, True)),
 ]

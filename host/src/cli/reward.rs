@@ -48,13 +48,27 @@ pub struct RewardArgs {
     /// Print the single result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// A model folder whose chat template gives plugins the assistant marker
+    /// (`host.assistant-marker`), as `host train` and `host eval` do for their model.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
 }
 
 /// Runs `host reward`.
 pub fn run(args: RewardArgs) -> Result<ExitCode> {
+    let mut selection = args.plugins.selection()?;
+    if let Some(dir) = &args.model
+        && let Some(marker) = crate::model::ModelTokenizer::load(dir, None)
+            .with_context(|| format!("cannot read the tokenizer of {}", dir.display()))?
+            .assistant_marker()?
+    {
+        selection
+            .host
+            .insert(crate::plugins::ASSISTANT_MARKER.into(), marker);
+    }
     let set = PluginSet::load(
         &args.plugins.plugins,
-        &args.plugins.selection()?,
+        &selection,
         &[PluginKind::Reward],
         args.plugins.cache_dir(),
         None,

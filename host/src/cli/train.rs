@@ -9,7 +9,8 @@ use crate::grpo::assets::{
 };
 use crate::grpo::run_dir::ensure_fresh;
 use crate::grpo::{ReportOptions, RunDir, RunInputs, TrainConfig, Trainer};
-use crate::plugins::{PluginKind, PluginSet, Retriever, Selection};
+use crate::model::ModelTokenizer;
+use crate::plugins::{ASSISTANT_MARKER, PluginKind, PluginSet, Retriever, Selection};
 use crate::retrieval::search::{SearchMode, SearchOptions, Searcher};
 use crate::sft::copying::pretrain_copying;
 use crate::sft::embedded::warm_start_embedded;
@@ -325,7 +326,10 @@ pub fn prepare_environment(
         .with_context(|| format!("cannot open the index {}", index_dir.display()))?;
     let passages = searcher.index().meta()?.passages;
     let retriever: Arc<dyn Retriever> = Arc::new(searcher);
-    let selection = selection(config)?;
+    let mut selection = selection(config)?;
+    if let Some(marker) = ModelTokenizer::load(&model_dir, None)?.assistant_marker()? {
+        selection.host.insert(ASSISTANT_MARKER.into(), marker);
+    }
     let plugins = PluginSet::load(
         &config.plugins.dir,
         &selection,
@@ -467,6 +471,13 @@ fn selection(config: &TrainConfig) -> Result<Selection> {
     }
     for (plugin, settings) in &config.plugins.config {
         for (key, value) in settings {
+            if key.starts_with(crate::plugins::HOST_KEY_PREFIX) {
+                bail!(
+                    "[plugins.config.{plugin}] `{key}`: keys starting with `{}` are set by the \
+                     host (from the model and the run), not by users",
+                    crate::plugins::HOST_KEY_PREFIX
+                );
+            }
             let value = match value {
                 toml::Value::String(s) => s.clone(),
                 other => other.to_string(),

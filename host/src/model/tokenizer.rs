@@ -99,6 +99,25 @@ impl ModelTokenizer {
             .map_err(|e| anyhow::anyhow!("cannot decode: {e}"))
     }
 
+    /// The text the chat template opens an assistant turn with (its generation prompt, e.g.
+    /// `<|im_start|>assistant\n`), found by rendering a one-message conversation with and
+    /// without it; none without a template or when the two renders do not differ by a suffix.
+    pub fn assistant_marker(&self) -> Result<Option<String>> {
+        if self.chat_template.is_none() {
+            return Ok(None);
+        }
+        let probe = [Message {
+            role: "user".into(),
+            content: "x".into(),
+        }];
+        let without = self.apply_chat_template(&probe, false)?;
+        let with = self.apply_chat_template(&probe, true)?;
+        Ok(with
+            .strip_prefix(&without)
+            .filter(|marker| !marker.is_empty())
+            .map(str::to_string))
+    }
+
     /// Renders `messages` with the chat template (plus the assistant generation prompt when
     /// `add_generation_prompt`). Without a template the contents are joined by blank lines.
     pub fn apply_chat_template(
@@ -174,5 +193,53 @@ fn token_ids(value: Option<&serde_json::Value>) -> Vec<u32> {
             .map(|id| id as u32)
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Architecture;
+    use crate::model::tiny::{TINY, init_tiny};
+
+    #[test]
+    fn the_assistant_marker_is_the_chat_templates_generation_prompt() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m");
+        init_tiny(Architecture::Qwen2, TINY, 0, None, &model).unwrap();
+        let tokenizer = ModelTokenizer::load(&model, None).unwrap();
+        assert_eq!(
+            tokenizer.assistant_marker().unwrap().as_deref(),
+            Some("<|im_start|>assistant\n")
+        );
+
+        // A Llama-3-style template: the marker is its assistant header.
+        let config = model.join("tokenizer_config.json");
+        let llama = "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n\
+                     {{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}\
+                     <|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}";
+        std::fs::write(
+            &config,
+            serde_json::json!({"chat_template": llama}).to_string(),
+        )
+        .unwrap();
+        let tokenizer = ModelTokenizer::load(&model, None).unwrap();
+        assert_eq!(
+            tokenizer.assistant_marker().unwrap().as_deref(),
+            Some("<|start_header_id|>assistant<|end_header_id|>\n\n")
+        );
+
+        // No template, or one without a generation prompt: no marker.
+        std::fs::write(&config, "{}").unwrap();
+        let tokenizer = ModelTokenizer::load(&model, None).unwrap();
+        assert_eq!(tokenizer.assistant_marker().unwrap(), None);
+        let flat = "{% for m in messages %}{{ m['content'] }}{% endfor %}";
+        std::fs::write(
+            &config,
+            serde_json::json!({"chat_template": flat}).to_string(),
+        )
+        .unwrap();
+        let tokenizer = ModelTokenizer::load(&model, None).unwrap();
+        assert_eq!(tokenizer.assistant_marker().unwrap(), None);
     }
 }

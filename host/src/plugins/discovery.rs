@@ -130,7 +130,19 @@ pub struct Selection {
     pub active: BTreeMap<PluginKind, String>,
     /// `plugin name → key → value`, applied over each plugin's `[config]`.
     pub config: BTreeMap<String, BTreeMap<String, String>>,
+    /// What the host tells every plugin through its config, under keys that start with
+    /// [`HOST_KEY_PREFIX`] (see [`ASSISTANT_MARKER`]); users cannot set these.
+    pub host: BTreeMap<String, String>,
 }
+
+/// The prefix of the config keys the host sets for every plugin.
+pub const HOST_KEY_PREFIX: &str = "host.";
+
+/// Config key: the text the model's chat template opens an assistant turn with (e.g.
+/// `<|im_start|>assistant\n`), set when the run's model has a chat template. References that
+/// find the response inside the decoded prompt + response by this marker cut a response that
+/// contains it; a reward plugin reproducing them reads it here.
+pub const ASSISTANT_MARKER: &str = "host.assistant-marker";
 
 impl Selection {
     /// Parses `KIND=NAME`.
@@ -151,6 +163,12 @@ impl Selection {
         let Some((plugin, key, value)) = parsed else {
             bail!("`--config {text}`: expected PLUGIN.KEY=VALUE, e.g. tag-parser.dialect=searchr1");
         };
+        if key.trim().starts_with(HOST_KEY_PREFIX) {
+            bail!(
+                "`--config {text}`: keys starting with `{HOST_KEY_PREFIX}` are set by the host \
+                 (from the model and the run), not by users"
+            );
+        }
         self.config
             .entry(plugin.trim().to_string())
             .or_default()

@@ -130,6 +130,17 @@ impl Manifest {
         if limits.fuel == Some(0) {
             bail!("[limits] fuel must be at least 1 (leave it out for no fuel limit)");
         }
+        if let Some(key) = self
+            .config
+            .keys()
+            .find(|k| k.starts_with(super::discovery::HOST_KEY_PREFIX))
+        {
+            bail!(
+                "[config] key `{key}`: keys starting with `{}` are set by the host, not in \
+                 plugin.toml",
+                super::discovery::HOST_KEY_PREFIX
+            );
+        }
         for authority in &self.capabilities.network {
             let valid = authority.rsplit_once(':').is_some_and(|(host, port)| {
                 !host.is_empty() && (port == "*" || port.parse::<u16>().is_ok())
@@ -207,5 +218,10 @@ mod tests {
             Manifest::parse("name = \"x\"\nkind = \"reward\"\nversion = \"1\"\nsurprise = 1\n")
                 .unwrap_err();
         assert!(format!("{err:#}").contains("surprise"), "{err:#}");
+        let err = Manifest::parse(
+            "name = \"x\"\nkind = \"reward\"\nversion = \"1\"\n[config]\n\"host.assistant-marker\" = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("set by the host"), "{err}");
     }
 }

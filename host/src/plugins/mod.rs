@@ -31,7 +31,9 @@ pub mod set;
 pub mod types;
 pub mod wit;
 
-pub use discovery::{DiscoveredPlugin, PluginSource, Selection, discover};
+pub use discovery::{
+    ASSISTANT_MARKER, DiscoveredPlugin, HOST_KEY_PREFIX, PluginSource, Selection, discover,
+};
 pub use error::{Failure, PluginError};
 pub use judge::JudgePlugin;
 pub use loader::{HostOptions, LoadedPlugin, PluginHost, PluginInfo};

@@ -69,13 +69,14 @@ impl PluginSet {
             judge: None,
             loaded: Vec::new(),
         };
-        let empty = Default::default();
         for plugin in chosen {
-            let overrides = selection
+            let mut overrides = selection
                 .config
                 .get(&plugin.manifest.name)
-                .unwrap_or(&empty);
-            let (info, loaded) = host.load(plugin, overrides)?;
+                .cloned()
+                .unwrap_or_default();
+            overrides.extend(selection.host.clone());
+            let (info, loaded) = host.load(plugin, &overrides)?;
             set.loaded.push(info);
             match loaded {
                 LoadedPlugin::Reward(p) => set.reward = Some(p),

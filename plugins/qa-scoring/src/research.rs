@@ -137,6 +137,25 @@ pub struct ResearchScore {
     pub reason: String,
 }
 
+/// The response as the ReSearch reference reads it, with whether it then ends with EOS. The
+/// reference finds the response inside the decoded prompt + response by the chat template's
+/// assistant marker (the prompt ends with it) and takes what follows up to the next marker: a
+/// response that contains the marker (a model starting a new turn) is cut there, and the cut
+/// part does not end with EOS. Without a marker the response is read whole.
+pub fn as_reference_reads<'a>(
+    response: &'a str,
+    ended_with_eos: bool,
+    assistant_marker: Option<&str>,
+) -> (&'a str, bool) {
+    match assistant_marker
+        .filter(|marker| !marker.is_empty())
+        .and_then(|marker| response.find(marker))
+    {
+        Some(at) => (&response[..at], false),
+        None => (response, ended_with_eos),
+    }
+}
+
 /// The ReSearch reward (`compute_score`): format check, EOS check, boxed answer, F1 with a
 /// 0.1 floor for well-formed wrong answers.
 pub fn score(response: &str, ended_with_eos: bool, golden_answers: &[String]) -> ResearchScore {

@@ -2,6 +2,10 @@
 
 use crate::bindings::reward::research::plugins::config as host;
 
+/// Set by the host, not in plugin.toml: the text the model's chat template opens an assistant
+/// turn with (e.g. `<|im_start|>assistant\n`), when the run's model has a chat template.
+pub const ASSISTANT_MARKER: &str = "host.assistant-marker";
+
 /// The value of `key` as text, if set.
 pub fn get(key: &str) -> Option<String> {
     host::get(key)
