@@ -118,6 +118,25 @@ pub fn hostile_wasm() -> &'static PathBuf {
     })
 }
 
+/// The component of a hostile fixture of `kind` (parser, search, prompt or judge; see
+/// tests/fixtures/hostile-kinds), built once per kind (sharing the shipped plugins' target).
+pub fn hostile_kind_wasm(kind: &str) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    built
+        .entry(kind.to_string())
+        .or_insert_with(|| {
+            let manifest = repo_root()
+                .join("tests/fixtures/hostile-kinds")
+                .join(kind)
+                .join("Cargo.toml");
+            let target = plugins_dir().join("target");
+            build_plugin_crate(&manifest, Some(&target)).unwrap_or_else(|e| panic!("{e:#}"))
+        })
+        .clone()
+}
+
 /// Writes a reward plugin folder `dir/name` whose manifest points at a prebuilt component.
 pub fn write_prebuilt_plugin(dir: &Path, name: &str, wasm: &Path, extra_toml: &str) -> PathBuf {
     write_prebuilt_plugin_of_kind(dir, name, "reward", wasm, extra_toml)
