@@ -658,7 +658,10 @@ fn a_training_run_writes_hostile_texts_escaped_and_survives_blocking_plugins() {
             }
         }
     }
-    assert!(records >= 1 + 4, "{records} records");
+    assert!(
+        records > 4,
+        "a metrics line and 4 rollouts, not {records} records"
+    );
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert!(
         metrics.contains("alert(1)"),

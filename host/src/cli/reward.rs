@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::Deserialize;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
@@ -140,7 +140,7 @@ fn default_finish() -> String {
     "eos".to_string()
 }
 
-fn score_cases(reward: &RewardPlugin, path: &PathBuf, out: Option<&PathBuf>) -> Result<ExitCode> {
+fn score_cases(reward: &RewardPlugin, path: &Path, out: Option<&PathBuf>) -> Result<ExitCode> {
     let text = crate::data::text_file::read_text(path, "the cases file")?;
     let mut sink: Box<dyn Write> = match out {
         Some(out) => Box::new(std::io::BufWriter::new(
