@@ -101,7 +101,8 @@ fn an_infinite_loop_hits_the_deadline() {
 #[test]
 fn a_guest_sleeping_in_a_host_call_is_stopped_at_its_deadline() {
     // Two minutes of `std::thread::sleep` against a 500 ms deadline: the wait happens inside
-    // a WASI clock call, where epoch interruption never fires; the bounded clock cuts it.
+    // a host call (it blocks on a clock pollable), where epoch interruption never fires; the
+    // bounded wait ends it at the deadline.
     let plugin = hostile("sleep", "timeout-ms = 500", "");
     let started = Instant::now();
     let error = expect_failure(&plugin, 500);

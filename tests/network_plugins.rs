@@ -158,3 +158,36 @@ fn a_server_error_is_reported_with_its_status() {
         "{error}"
     );
 }
+
+#[test]
+fn a_server_that_never_answers_is_cut_at_the_plugins_deadline() {
+    // The server takes the request and keeps the connection open without a reply; the
+    // plugin's own HTTP timeout (60 s) is far away, its deadline (500 ms) is not.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    thread::spawn(move || {
+        if let Ok((stream, _)) = listener.accept() {
+            thread::sleep(Duration::from_secs(30));
+            drop(stream);
+        }
+    });
+    let plugin = common::load_http_search(&format!(
+        "[limits]\ntimeout-ms = 500\n[capabilities]\nnetwork = [\"{address}\"]\n\
+         [config]\nurl = \"http://{address}\"\ntimeout-ms = 60000"
+    ))
+    .expect("loads with a grant");
+    let started = std::time::Instant::now();
+    let error = plugin
+        .search(&["anything".into()], 3)
+        .expect_err("no answer within the deadline");
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("search.search") && text.contains("blocked in a host call"),
+        "{text}"
+    );
+}

@@ -30,7 +30,7 @@ fn stderr_note(stderr: &str) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Failure {
     /// The wall-clock deadline (`timeout-ms`) passed; `blocked` when the guest was waiting in
-    /// a host call (a sleep or a poll on the clock) when it did.
+    /// a host call (a sleep, a poll, an HTTP response) when it did.
     Deadline { timeout_ms: u64, blocked: bool },
     /// The fuel budget (`fuel`) ran out.
     Fuel { fuel: u64 },
@@ -68,7 +68,7 @@ impl fmt::Display for Failure {
                 blocked: true,
             } => write!(
                 f,
-                "deadline of {timeout_ms} ms exceeded while the guest was blocked in a host call (a sleep or a wait on the clock; its wait was cut at the deadline)"
+                "deadline of {timeout_ms} ms exceeded while the guest was blocked in a host call (a sleep, a poll, a wait for an HTTP response); the wait was ended at the deadline"
             ),
             Failure::Fuel { fuel } => write!(f, "fuel budget of {fuel} exhausted"),
             Failure::Memory {

@@ -111,16 +111,6 @@ impl<B> InstancePool<B> {
         let output = live.store.data().output.take();
         let blocked = live.store.data().deadline.take_blocked();
         match result {
-            // A wait cut at the deadline: the call ran out of time even though the guest
-            // returned afterwards; the instance is discarded.
-            Ok(_) if blocked => Err(self.error(
-                function,
-                Failure::Deadline {
-                    timeout_ms: self.identity.limits.timeout_ms,
-                    blocked: true,
-                },
-                output,
-            )),
             Ok(value) => {
                 let size = value.output_size();
                 let limit = self.identity.limits.max_output_bytes();
@@ -141,10 +131,15 @@ impl<B> InstancePool<B> {
                 Ok(value)
             }
             Err(error) => {
-                let mut failure = self.classify(&error, &live.store, &output);
-                if let Failure::Deadline { blocked: b, .. } = &mut failure {
-                    *b = blocked;
-                }
+                // A wait that ran into the deadline traps the guest from inside the host call.
+                let failure = if blocked {
+                    Failure::Deadline {
+                        timeout_ms: self.identity.limits.timeout_ms,
+                        blocked: true,
+                    }
+                } else {
+                    self.classify(&error, &live.store, &output)
+                };
                 let output = without_panic_report(&failure, output);
                 Err(self.error(function, failure, output))
             }

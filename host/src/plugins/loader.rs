@@ -68,7 +68,7 @@ impl PluginHost {
         let engine = Arc::new(PluginEngine::new(options.cache_dir.clone(), options.fuel)?);
         let mut linker = Linker::new(engine.engine());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
-        super::bounded_clock::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        super::bounded_wait::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         v0_1_0::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         v0_2_0::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         let mut network_linker = linker.clone();

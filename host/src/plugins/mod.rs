@@ -10,7 +10,7 @@
 //! per-kind wrappers ([`reward`], [`prompt`], [`parser`], [`search`], [`judge`]) validate
 //! outputs.
 
-pub mod bounded_clock;
+pub mod bounded_wait;
 pub mod built;
 pub mod conformance;
 pub mod discovery;

@@ -28,8 +28,8 @@ pub struct HostState {
     pub(crate) output: CapturedOutput,
     pub(crate) config: Arc<BTreeMap<String, String>>,
     pub(crate) retriever: Option<Arc<dyn Retriever>>,
-    /// The deadline of the call in progress, which bounds the guest's clock waits.
-    pub(crate) deadline: super::bounded_clock::CallDeadline,
+    /// The deadline of the call in progress, which bounds the guest's waits in host calls.
+    pub(crate) deadline: super::bounded_wait::CallDeadline,
 }
 
 impl HostState {
