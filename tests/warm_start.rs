@@ -283,9 +283,11 @@ fn sft_resumes_after_sigkill_line_for_line() {
 fn transcripts_and_rewarded_rollouts_become_trajectories() {
     let dir = tempfile::tempdir().unwrap();
     let transcripts = dir.path().join("teacher.jsonl");
+    // Saved with a byte-order mark, as some editors do.
     std::fs::write(
         &transcripts,
         concat!(
+            "\u{feff}",
             r#"{"question": "Which river flows through Zelkavale?", "golden_answers": ["Briel River"], "response": "<think> Search. </think>\n<search> Zelkavale </search> <result>\nZelkavale lies on the Briel River.\n</result> <think> Found. </think>\n<answer> The final answer is \\[ \\boxed{Briel River} \\] </answer>"}"#,
             "\n"
         ),
@@ -353,6 +355,22 @@ fn transcripts_and_rewarded_rollouts_become_trajectories() {
         s(&out),
     ]);
     assert!(error.contains("no transcripts"), "{error}");
+    // A byte that is not UTF-8 names the file, line and column.
+    let latin1 = dir.path().join("latin1.jsonl");
+    std::fs::write(&latin1, b"{\"question\": \"Caf\xE9?\"}\n").unwrap();
+    let error = fail(&[
+        "demos",
+        "--plugins=plugins",
+        "--quiet",
+        "--transcripts",
+        s(&latin1),
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        error.contains("latin1.jsonl:1:18: not valid UTF-8"),
+        "{error}"
+    );
 
     // Rejection sampling from a training run: its rollouts with reward ≥ R, never its
     // validation rollouts.

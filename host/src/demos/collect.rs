@@ -123,8 +123,7 @@ pub fn from_transcripts(
     context: usize,
     template: &DemoTemplate,
 ) -> Result<Vec<Trajectory>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the transcripts {}", path.display()))?;
+    let text = crate::data::text_file::read_text(path, "the transcripts")?;
     let mut out = Vec::new();
     for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

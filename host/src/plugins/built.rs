@@ -164,7 +164,7 @@ pub fn sources_sha256(cargo_toml: &Path) -> Result<String> {
             .strip_prefix(workspace.as_deref().unwrap_or(&crate_dir))
             .map(Path::to_path_buf)
             .unwrap_or_else(|_| PathBuf::from(dir.file_name().unwrap_or_default().to_os_string()));
-        hash_tree(&mut hasher, dir, &label.to_string_lossy())?;
+        hash_tree(&mut hasher, dir, &label.to_string_lossy(), true)?;
     }
     Ok(hex::encode(hasher.finalize()))
 }
@@ -250,7 +250,9 @@ fn hash_file(hasher: &mut Sha256, path: &Path, label: &str) -> Result<()> {
     Ok(())
 }
 
-fn hash_tree(hasher: &mut Sha256, dir: &Path, label: &str) -> Result<()> {
+/// Hashes the files under `dir`; `top` skips the crate's output folders (`target/`, `built/`),
+/// which exist only at a crate's root.
+fn hash_tree(hasher: &mut Sha256, dir: &Path, label: &str, top: bool) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list {}", dir.display()))?
         .collect::<std::io::Result<_>>()
@@ -258,14 +260,14 @@ fn hash_tree(hasher: &mut Sha256, dir: &Path, label: &str) -> Result<()> {
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let name = entry.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') || name == "target" || name == BUILT_DIR {
+        if name.starts_with('.') || (top && (name == "target" || name == BUILT_DIR)) {
             continue;
         }
         let path = entry.path();
         let label = format!("{label}/{name}");
         let kind = entry.file_type()?;
         if kind.is_dir() {
-            hash_tree(hasher, &path, &label)?;
+            hash_tree(hasher, &path, &label, false)?;
         } else if kind.is_file() && !(name == super::manifest::MANIFEST_FILE && is_crate(dir)) {
             hash_file(hasher, &path, &label)?;
         }
@@ -323,9 +325,11 @@ mod tests {
         );
         assert_eq!(sources_sha256(&manifest).unwrap(), first);
 
-        // The crate, a workspace dependency, a path dependency and the lock file do.
+        // The crate (also a module folder named like an output folder), a workspace
+        // dependency, a path dependency and the lock file do.
         for (file, text) in [
             ("p/src/lib.rs", "fn b() {}"),
+            ("p/src/built/mod.rs", "pub fn c() {}"),
             ("sdk/src/lib.rs", "pub fn t() {}"),
             ("local/src/lib.rs", "pub fn m() {}"),
             ("Cargo.lock", "version = 4"),
