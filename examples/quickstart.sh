@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The quickstart: from a fresh clone to a trained model and its report, on a CPU.
 #
-#   ./examples/quickstart.sh                 # everything (about half an hour on 2 cores)
+#   ./examples/quickstart.sh                 # everything (about 38 minutes on 2 cores with a fresh asset cache)
 #   ./examples/quickstart.sh --prepare-only  # stop after the assets and the index
 #
 # Stages (each prints how long it took, and is skipped when its result is already there):
