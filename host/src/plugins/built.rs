@@ -85,10 +85,10 @@ pub fn component_for(plugin: &DiscoveredPlugin, cargo_toml: &Path) -> Result<Pat
     };
     bail!(
         "{why}. The host does not build plugins while loading them (cargo runs a crate's build \
-         scripts and macros natively, outside the sandbox). Build it once with `host plugins \
-         build {}` if you trust its code, or point `wasm = \"…\"` in its plugin.toml at a \
-         prebuilt component",
-        plugin.dir.display()
+         scripts and macros natively, outside the sandbox). Build the folder's plugins once with \
+         `host plugins build {}` if you trust their code, or point `wasm = \"…\"` in its \
+         plugin.toml at a prebuilt component",
+        plugin.root.display()
     )
 }
 

@@ -32,6 +32,8 @@ impl PluginSource {
 /// A plugin folder with a valid manifest.
 #[derive(Debug, Clone)]
 pub struct DiscoveredPlugin {
+    /// The `--plugins` folder it was found in (its own folder for a one-plugin folder).
+    pub root: PathBuf,
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub source: PluginSource,
@@ -91,6 +93,7 @@ pub fn discover(root: &Path) -> Result<Vec<DiscoveredPlugin>> {
             }
         };
         plugins.push(DiscoveredPlugin {
+            root: root.to_path_buf(),
             dir,
             manifest,
             source,
