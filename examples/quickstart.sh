@@ -214,7 +214,7 @@ if [ "$prepare_only" = 1 ]; then
   exit 0
 fi
 
-# The warm start and GRPO: examples/wiki-questions/wiki.toml (the full run of the README's
+# The warm start and GRPO: examples/wiki-questions/wiki.toml (the full run of docs/learning.md's
 # "A real model learns"), shortened: fewer demonstrations, GRPO steps and validation questions.
 cfg=$repo/examples/wiki-questions/wiki.toml
 common=(--plugins "$repo/plugins" --index "$index" --quiet)

@@ -186,9 +186,8 @@ fn default_run(run: &Path, lr: &str, steps: u64) -> (String, [f64; 3], [f64; 3])
 const DEFAULT_STEPS: u64 = 100;
 
 /// The least gain in held-out reward this seeded run must show. It measured 0.049 (paired
-/// standard error 0.034 over the 100 validation questions, README "What the embedded default
-/// learns"): the floor guards the learning against regressions; it does not make the gain
-/// beyond noise.
+/// standard error 0.034 over the 100 validation questions, docs/learning.md "Warm start"):
+/// the floor guards the learning against regressions; it does not make the gain beyond noise.
 const MIN_GAIN: f64 = 0.03;
 
 #[test]

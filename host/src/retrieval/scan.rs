@@ -4,7 +4,7 @@
 //! it) keep the best candidates of the shortlist, and those are re-ranked with their f32 vectors.
 //! Returned scores are exact cosines, and the ranking is exact unless a true neighbour falls
 //! out of the shortlist or the candidates (measured on MiniLM vectors of 12,324 Wikipedia
-//! passages: recall@10 ≥ 0.998, see the README).
+//! passages: recall@10 ≥ 0.998, see docs/benchmarks.md).
 
 use super::embedder::Embeddings;
 use super::sign_codes::SignCodes;
