@@ -252,12 +252,21 @@ const SYNTHETIC_WORDS: [&str; 48] = [
 ];
 
 /// A corpus of `n` passages in FlashRAG form written to `dir/name`: the first `n` lines of the
-/// shared Wikipedia corpus, or deterministic synthetic passages when it is absent.
+/// shared Wikipedia corpus, or deterministic synthetic passages when it is absent. It says
+/// which on stderr (shown with a failing test, or with `--nocapture`).
 pub fn write_test_corpus(dir: &Path, name: &str, n: usize) -> PathBuf {
     use std::io::{BufRead, Write};
     let path = dir.join(name);
     let mut out = std::fs::File::create(&path).expect("corpus file");
-    if let Some(shared) = shared_corpus() {
+    let shared = shared_corpus();
+    match &shared {
+        Some(shared) => eprintln!(
+            "test corpus {name}: the first {n} passages of {} (Wikipedia)",
+            shared.display()
+        ),
+        None => eprintln!("test corpus {name}: {n} synthetic passages (../shared/data is absent)"),
+    }
+    if let Some(shared) = shared {
         let reader = std::io::BufReader::new(std::fs::File::open(shared).expect("shared corpus"));
         for line in reader.lines().take(n) {
             writeln!(out, "{}", line.expect("corpus line")).expect("write");
