@@ -150,7 +150,17 @@ pub fn sources_sha256(cargo_toml: &Path) -> Result<String> {
         .with_context(|| format!("cannot resolve {}", crate_dir.display()))?;
     let workspace = workspace_root(&crate_dir)?;
     let mut dirs = BTreeSet::new();
-    collect_crates(&crate_dir, workspace.as_deref(), &mut dirs)?;
+    let workspace_deps = match &workspace {
+        Some(root) => read_manifest(&root.join("Cargo.toml"))?
+            .get("workspace")
+            .and_then(|w| w.get("dependencies"))
+            .and_then(|d| d.as_table())
+            .cloned()
+            .unwrap_or_default(),
+        None => toml::Table::new(),
+    };
+    let root = workspace.as_deref().unwrap_or(&crate_dir);
+    collect_crates(&crate_dir, root, &workspace_deps, &mut dirs)?;
     let mut hasher = Sha256::new();
     if let Some(root) = &workspace {
         for name in ["Cargo.toml", "Cargo.lock"] {
@@ -185,32 +195,24 @@ fn read_manifest(path: &Path) -> Result<toml::Table> {
     toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))
 }
 
-/// Adds `crate_dir` and every crate it depends on by path to `dirs`.
+/// Adds `crate_dir` and every crate it depends on by path to `dirs`; `workspace_deps` are the
+/// `[workspace.dependencies]` of the workspace at `root` (the crate's folder without one).
 fn collect_crates(
     crate_dir: &Path,
-    workspace: Option<&Path>,
+    root: &Path,
+    workspace_deps: &toml::Table,
     dirs: &mut BTreeSet<PathBuf>,
 ) -> Result<()> {
     if !dirs.insert(crate_dir.to_path_buf()) {
         return Ok(());
     }
     let manifest = read_manifest(&crate_dir.join("Cargo.toml"))?;
-    let workspace_deps = match workspace {
-        Some(root) => read_manifest(&root.join("Cargo.toml"))?
-            .get("workspace")
-            .and_then(|w| w.get("dependencies"))
-            .and_then(|d| d.as_table())
-            .cloned()
-            .unwrap_or_default(),
-        None => toml::Table::new(),
-    };
     for table in ["dependencies", "build-dependencies", "dev-dependencies"] {
         let Some(deps) = manifest.get(table).and_then(|t| t.as_table()) else {
             continue;
         };
         for (name, spec) in deps {
             let path = if spec.get("workspace").and_then(|w| w.as_bool()) == Some(true) {
-                let root = workspace.unwrap_or(crate_dir);
                 workspace_deps
                     .get(name)
                     .and_then(|d| d.get("path"))
@@ -229,7 +231,7 @@ fn collect_crates(
                         path.display()
                     )
                 })?;
-                collect_crates(&path, workspace, dirs)?;
+                collect_crates(&path, root, workspace_deps, dirs)?;
             }
         }
     }
