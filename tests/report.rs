@@ -119,9 +119,11 @@ fn bad_report_inputs_are_named() {
         text(&output)
     );
 
+    let fixture_lines = std::fs::read_to_string(fixture("report-run/metrics.jsonl")).unwrap();
+    let good: Vec<&str> = fixture_lines.lines().take(2).collect();
     std::fs::write(
         empty.path().join("metrics.jsonl"),
-        "{\"step\":1,\"reward_mean\":0.5}\n{oops}\n{\"step\":3,\"reward_mean\":0.5}\n",
+        format!("{}\n{{oops}}\n{}\n", good[0], good[1]),
     )
     .unwrap();
     let output = host_command(&[])

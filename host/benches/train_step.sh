@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Step-time breakdown of GRPO training on CPU (2 threads): SmolLM2-135M-Instruct (imported from
-# the PyPI GGUF), the all-MiniLM-L6-v2 index of ../shared/data/wiki-vital-passages.jsonl and
-# MuSiQue training questions, with examples/research.toml scaled to a short run.
+# the PyPI GGUF), the all-MiniLM-L6-v2 index of wiki-vital-passages.jsonl and MuSiQue training
+# questions from the benchmark data folder $RESEARCH_HOST_DATA (docs/data.md), with examples/research.toml scaled to a short run.
 #
 #   host/benches/train_step.sh [STEPS] [extra `host train` flags…]
 #
@@ -11,13 +11,13 @@
 # forward/backward, optimiser.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-shared=${SHARED_DATA:-../shared/data}
+data=${RESEARCH_HOST_DATA:-../shared/data} # docs/data.md
 cache=${RESEARCH_HOST_CACHE:-$HOME/.cache/research-host}
 assets=$cache/assets
 steps=${1:-3}
 shift || true
 for f in wiki-vital-passages.jsonl musique-train.jsonl; do
-  [ -f "$shared/$f" ] || { echo "needs $shared/$f (set SHARED_DATA)" >&2; exit 2; }
+  [ -f "$data/$f" ] || { echo "needs $data/$f (set RESEARCH_HOST_DATA; see docs/data.md)" >&2; exit 2; }
 done
 cargo build -q --release --bin host
 host=target/release/host
@@ -26,13 +26,13 @@ embedder=$(host/benches/fetch_minilm.sh | tail -n 1)
 index=$assets/wiki-minilm
 if ! $host index info --index "$index" >/dev/null 2>&1; then
   echo "== indexing the wiki passages with MiniLM (once)"
-  $host index build --corpus "$shared/wiki-vital-passages.jsonl" --embedder "$embedder" --out "$index"
+  $host index build --corpus "$data/wiki-vital-passages.jsonl" --embedder "$embedder" --out "$index"
 fi
 export RAYON_NUM_THREADS=2
 out=target/bench-runs/train-step-$(date +%s)
 echo "== host train examples/research.toml, $steps steps -> $out"
 $host train examples/research.toml --model "$model" --index "$index" \
-  --train "$shared/musique-train.jsonl" --steps "$steps" --out "$out" --quiet \
+  --train "$data/musique-train.jsonl" --steps "$steps" --out "$out" --quiet \
   --set rollout.batch_prompts=2 --set rollout.max_response_tokens=384 \
   --set validation.every=0 --set checkpoint.every=0 "$@"
 python3 - "$out/metrics.jsonl" <<'PY'

@@ -15,6 +15,7 @@ pub mod plugins;
 pub mod report;
 pub mod retrieval;
 pub mod rollout;
+pub mod run_metrics;
 pub mod sft;
 pub mod threads;
 pub mod vector_math;

@@ -193,13 +193,17 @@ pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
         .expect("tensors of the same shape")
 }
 
-/// The real passage corpus beside the checkout, when present.
-pub fn shared_corpus() -> Option<PathBuf> {
-    let path = repo_root().join("../shared/data/wiki-vital-passages.jsonl");
+/// The Wikipedia passages of the benchmark data folder (docs/data.md), when present:
+/// `$RESEARCH_HOST_DATA`, else the folder a development machine keeps beside the checkout.
+pub fn wiki_corpus() -> Option<PathBuf> {
+    let folder = std::env::var_os("RESEARCH_HOST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/data"));
+    let path = folder.join("wiki-vital-passages.jsonl");
     path.is_file().then_some(path)
 }
 
-/// Words for the synthetic corpus used when ../shared/data is absent.
+/// Words for the synthetic corpus used when the benchmark data folder is absent.
 const SYNTHETIC_WORDS: [&str; 48] = [
     "river",
     "mountain",
@@ -252,22 +256,25 @@ const SYNTHETIC_WORDS: [&str; 48] = [
 ];
 
 /// A corpus of `n` passages in FlashRAG form written to `dir/name`: the first `n` lines of the
-/// shared Wikipedia corpus, or deterministic synthetic passages when it is absent. It says
+/// benchmark data folder's Wikipedia passages, or deterministic synthetic passages when it is
+/// absent. It says
 /// which on stderr (shown with a failing test, or with `--nocapture`).
 pub fn write_test_corpus(dir: &Path, name: &str, n: usize) -> PathBuf {
     use std::io::{BufRead, Write};
     let path = dir.join(name);
     let mut out = std::fs::File::create(&path).expect("corpus file");
-    let shared = shared_corpus();
-    match &shared {
-        Some(shared) => eprintln!(
+    let wiki = wiki_corpus();
+    match &wiki {
+        Some(wiki) => eprintln!(
             "test corpus {name}: the first {n} passages of {} (Wikipedia)",
-            shared.display()
+            wiki.display()
         ),
-        None => eprintln!("test corpus {name}: {n} synthetic passages (../shared/data is absent)"),
+        None => eprintln!(
+            "test corpus {name}: {n} synthetic passages (no benchmark data folder, docs/data.md)"
+        ),
     }
-    if let Some(shared) = shared {
-        let reader = std::io::BufReader::new(std::fs::File::open(shared).expect("shared corpus"));
+    if let Some(wiki) = wiki {
+        let reader = std::io::BufReader::new(std::fs::File::open(wiki).expect("wiki corpus"));
         for line in reader.lines().take(n) {
             writeln!(out, "{}", line.expect("corpus line")).expect("write");
         }

@@ -1,9 +1,9 @@
 //! `host generate`: continue a prompt with a model folder.
 
-use crate::model::{Engine, SamplingParams, SeqState, Stop, StopRules, load_model};
+use crate::model::{DeviceKind, Engine, SamplingParams, SeqState, Stop, StopRules, load_model};
 use crate::plugins::Message;
 use anyhow::{Result, bail};
-use candle_core::{DType, Device};
+use candle_core::DType;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,21 +46,14 @@ pub struct GenerateArgs {
     /// Print JSON with token ids and per-token log-probs.
     #[arg(long)]
     pub json: bool,
-    /// Device: cpu (a `cuda` build is needed for cuda).
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-    pub device: String,
+    /// Where the model runs (a `cuda` build is needed for cuda).
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
 }
 
 /// Runs `host generate`.
 pub fn run(args: GenerateArgs) -> Result<ExitCode> {
-    let device = match args.device.as_str() {
-        "cuda" => Device::new_cuda(0).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot use cuda ({e}); this host may be built without the `cuda` feature"
-            )
-        })?,
-        _ => Device::Cpu,
-    };
+    let device = args.device.open()?;
     let valid = args.temperature.is_finite()
         && args.temperature >= 0.0
         && args.top_p > 0.0

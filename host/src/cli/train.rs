@@ -9,7 +9,7 @@ use crate::grpo::assets::{
 };
 use crate::grpo::run_dir::ensure_fresh;
 use crate::grpo::{ReportOptions, RunDir, RunInputs, TrainConfig, Trainer};
-use crate::model::ModelTokenizer;
+use crate::model::{DeviceKind, ModelTokenizer};
 use crate::plugins::{ASSISTANT_MARKER, PluginKind, PluginSet, Retriever, Selection};
 use crate::retrieval::search::{SearchMode, SearchOptions, Searcher};
 use crate::sft::copying::pretrain_copying;
@@ -63,9 +63,9 @@ pub struct TrainArgs {
     /// Learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
-    /// cpu or cuda.
-    #[arg(long)]
-    pub device: Option<String>,
+    /// Where the model runs (a `cuda` build is needed for cuda).
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceKind>,
     /// Continue the run in RUN_DIR from its newest checkpoint (its saved config is used;
     /// only --steps and --quiet may change).
     #[arg(long, value_name = "RUN_DIR")]

@@ -7,6 +7,7 @@ pub use super::guards::GuardsSection;
 use super::loss::{ImportanceSampling, LossAggregation};
 use super::optim::{AdamWSettings, ScheduleKind};
 use crate::data::corpus::OnBadRecord;
+use crate::model::{DeviceKind, WeightDType};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -40,17 +41,17 @@ pub struct ModelSection {
     /// Hugging Face model folder; unset: the embedded tiny model built on the fly.
     pub path: Option<PathBuf>,
     /// f32 (bf16 weights are loaded as f32: bf16 cannot hold AdamW's small updates).
-    pub dtype: String,
+    pub dtype: WeightDType,
     /// cpu or cuda.
-    pub device: String,
+    pub device: DeviceKind,
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
         ModelSection {
             path: None,
-            dtype: "f32".into(),
-            device: "cpu".into(),
+            dtype: WeightDType::F32,
+            device: DeviceKind::Cpu,
         }
     }
 }
@@ -553,14 +554,13 @@ impl TrainConfig {
             }
         }
         self.guards.validate()?;
-        match self.model.dtype.as_str() {
-            "f32" => {}
-            "bf16" => bail!(
+        match self.model.dtype {
+            WeightDType::F32 => {}
+            WeightDType::Bf16 => bail!(
                 "model.dtype = \"bf16\" cannot train: AdamW updates (lr × ~1) are far below bf16's \
                  rounding step, so the weights would not change; use f32 (bf16 checkpoints are \
                  loaded as f32)"
             ),
-            other => bail!("model.dtype must be f32, not `{other}`"),
         }
         let o = &self.optim;
         if !((0.0..1.0).contains(&o.beta1) && (0.0..1.0).contains(&o.beta2) && o.eps > 0.0) {
@@ -711,10 +711,8 @@ mod tests {
                 .contains("rollout.group_size")
         );
         let mut config = TrainConfig::default();
-        config.model.dtype = "f8".into();
         let message = |c: &TrainConfig| c.validate().unwrap_err().to_string();
-        assert!(message(&config).contains("model.dtype"));
-        config.model.dtype = "bf16".into();
+        config.model.dtype = WeightDType::Bf16;
         assert!(message(&config).contains("cannot train"));
         let mut config = TrainConfig::default();
         config.optim.beta2 = 1.0;

@@ -9,6 +9,7 @@
 //! ```
 
 use crate::durable::{publish_dir, sha256_file, write_atomic};
+use crate::run_metrics::MetricsLine;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -71,10 +72,11 @@ impl RunDir {
         self.checkpoints().join(format!("step-{step:06}"))
     }
 
-    /// Appends one JSON line to the metrics file (flushed, so a kill loses at most the line
-    /// being written).
-    pub fn append_metrics(&self, value: &serde_json::Value) -> Result<()> {
+    /// Appends one line to the metrics file (synced, so a kill loses at most the line being
+    /// written).
+    pub fn append_metrics(&self, line: &MetricsLine) -> Result<()> {
         let path = self.metrics();
+        let value = line.to_json()?;
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -242,14 +244,7 @@ impl RunDir {
         let text = std::fs::read_to_string(&path)?;
         let mut kept = String::new();
         for line in text.lines() {
-            let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            if value
-                .get("step")
-                .and_then(|s| s.as_u64())
-                .is_some_and(|s| s <= step)
-            {
+            if MetricsLine::parse(line).is_ok_and(|m| m.step() <= step) {
                 kept.push_str(line);
                 kept.push('\n');
             }
@@ -297,6 +292,7 @@ pub fn ensure_fresh(root: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run_metrics::ValidationMetrics;
 
     #[test]
     fn checkpoints_are_listed_pruned_and_metrics_truncated() {
@@ -322,8 +318,11 @@ mod tests {
         assert!(!run.checkpoints().join(".partial-step-8").exists());
 
         for step in 0..5u64 {
-            run.append_metrics(&serde_json::json!({"step": step}))
-                .unwrap();
+            run.append_metrics(&MetricsLine::Validation(ValidationMetrics {
+                step,
+                validation: Default::default(),
+            }))
+            .unwrap();
         }
         std::fs::OpenOptions::new()
             .append(true)

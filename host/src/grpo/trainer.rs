@@ -18,12 +18,12 @@ use crate::model::{LoadedModel, PaddedBatch, Policy, SamplingParams, load_model}
 use crate::plugins::{Finish, PluginSet};
 use crate::rollout::validation::{Validation, validate};
 use crate::rollout::{Episodes, RolloutSettings, RolloutTimes, Trajectory};
+use crate::run_metrics::{GrpoStepMetrics, GrpoStepTimes, MetricsLine, ValidationMetrics};
 use anyhow::{Context, Result, bail};
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Tensor, Var};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -141,26 +141,6 @@ struct StepTimes {
     optimizer: f64,
 }
 
-pub(crate) fn device_of(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(0).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot use cuda ({e}); this host may be built without the `cuda` feature"
-            )
-        }),
-        other => bail!("model.device must be cpu or cuda, not `{other}`"),
-    }
-}
-
-pub(crate) fn dtype_of(name: &str) -> DType {
-    if name == "bf16" {
-        DType::BF16
-    } else {
-        DType::F32
-    }
-}
-
 /// The rollout knobs of a config: sampled groups for training, one greedy rollout per
 /// question for validation.
 pub fn rollout_settings(config: &TrainConfig, greedy: bool) -> RolloutSettings {
@@ -201,8 +181,8 @@ pub(crate) fn restore(
     run: &RunDir,
     resume: bool,
 ) -> Result<Restored> {
-    let device = device_of(&config.model.device)?;
-    let dtype = dtype_of(&config.model.dtype);
+    let device = config.model.device.open()?;
+    let dtype = config.model.dtype.dtype();
     let candidates = if resume {
         run.resume_candidates()?
     } else {
@@ -303,8 +283,8 @@ impl Trainer {
             state,
         } = restore(&config, &inputs.model_dir, &run, resume)?;
         let reference = if config.grpo.kl_coef != 0.0 {
-            let device = device_of(&config.model.device)?;
-            let dtype = dtype_of(&config.model.dtype);
+            let device = config.model.device.open()?;
+            let dtype = config.model.dtype.dtype();
             Some(load_model(&inputs.model_dir, dtype, &device)?.policy)
         } else {
             None
@@ -366,13 +346,12 @@ impl Trainer {
         let mut latest: Option<Validation> = None;
         if self.step == 0 && every_val > 0 && !self.inputs.validation.is_empty() {
             let validation = self.validate()?;
-            let mut metrics = serde_json::to_value(validation)?;
-            metrics["step"] = json!(0);
-            self.run.append_metrics(&metrics)?;
-            log_line(
-                &bar,
-                &format!("step 0: validation {}", brief_validation(&metrics)),
-            );
+            self.run
+                .append_metrics(&MetricsLine::Validation(ValidationMetrics {
+                    step: 0,
+                    validation,
+                }))?;
+            log_line(&bar, &format!("step 0: validation {}", validation.brief()));
             first = Some(validation);
         }
         while self.step < total {
@@ -386,19 +365,15 @@ impl Trainer {
                 let validation = self.validate()?;
                 first.get_or_insert(validation);
                 latest = Some(validation);
-                if let (Some(m), Value::Object(v)) =
-                    (metrics.as_object_mut(), serde_json::to_value(validation)?)
-                {
-                    m.extend(v);
-                }
+                metrics.validation = Some(validation);
             }
             let alarms = self
                 .guards
                 .observe(&step_health(&metrics, self.reference.is_some()));
-            if !alarms.is_empty() {
-                metrics["alarms"] = json!(alarms.iter().map(|a| a.to_string()).collect::<Vec<_>>());
-            }
-            self.run.append_metrics(&metrics)?;
+            metrics.alarms = alarms.iter().map(|a| a.to_string()).collect();
+            let line = brief_step(&metrics, total);
+            let reward = metrics.reward_mean;
+            self.run.append_metrics(&MetricsLine::GrpoStep(Box::new(metrics)))?;
             let every_ckpt = self.config.checkpoint.every;
             let stop = !alarms.is_empty() && self.guards.stops();
             if last || stop || (every_ckpt > 0 && step.is_multiple_of(every_ckpt)) {
@@ -420,12 +395,8 @@ impl Trainer {
                     self.run.checkpoint(step).display()
                 );
             }
-            let line = brief_step(&metrics, total);
             bar.set_position(step);
-            bar.set_message(format!(
-                "reward {:.3}",
-                metrics["reward_mean"].as_f64().unwrap_or(0.0)
-            ));
+            bar.set_message(format!("reward {reward:.3}"));
             if report.quiet || bar.is_hidden() {
                 eprintln!("{line}");
             }
@@ -500,7 +471,7 @@ impl Trainer {
     }
 
     /// One training step; returns its metrics.
-    pub fn train_step(&mut self) -> Result<Value> {
+    pub fn train_step(&mut self) -> Result<GrpoStepMetrics> {
         let started = Instant::now();
         let step = self.step + 1;
         let batch = self.config.rollout.batch_prompts;
@@ -813,7 +784,7 @@ impl Trainer {
         plugin_errors: usize,
         times: &StepTimes,
         total: f64,
-    ) -> Value {
+    ) -> GrpoStepMetrics {
         let stats = &update.stats;
         let n = trajectories.len().max(1) as f64;
         let rewards: Vec<f64> = trajectories
@@ -830,9 +801,9 @@ impl Trainer {
                 entry.1 += 1.0;
             }
         }
-        let components: serde_json::Map<String, Value> = components
+        let reward_components = components
             .into_iter()
-            .map(|(k, (sum, count))| (k, json!(sum / count)))
+            .map(|(k, (sum, count))| (k, sum / count))
             .collect();
         let mut finishes: BTreeMap<String, u64> = BTreeMap::new();
         for t in trajectories {
@@ -847,55 +818,57 @@ impl Trainer {
         let generated: usize = trajectories.iter().map(Trajectory::generated_tokens).sum();
         let searches: usize = trajectories.iter().map(|t| t.queries.len()).sum();
         let epoch = self.cursor as f64 / self.inputs.train.examples.len().max(1) as f64;
-        json!({
-            "step": step,
-            "epoch": epoch,
-            "lr": update.lr,
-            "reward_mean": mean,
-            "reward_std": std,
-            "reward_components": components,
-            "response_length": response_tokens as f64 / n,
-            "generated_tokens": generated as f64 / n,
-            "searches_per_rollout": searches as f64 / n,
-            "finish": finishes,
-            "plugin_errors": plugin_errors,
-            "rollouts": trajectories.len(),
-            "kl": stats.mean(stats.kl),
-            "entropy": stats.mean(stats.entropy),
-            "pg_loss": stats.mean(stats.pg_loss),
-            "clip_fraction": stats.mean(stats.clipped),
-            "ratio_mean": stats.mean(stats.ratio),
-            "ratio_max_deviation": update.max_ratio_dev,
-            "grad_norm": update.grad_norm,
-            "groups_drawn": selection.groups_drawn,
-            "zero_advantage_share":
-                selection.zero_advantage_groups as f64 / selection.groups_drawn.max(1) as f64,
-            "groups_trained": selection.groups_trained,
-            "sequences_trained": update.sequences_trained,
-            "sequences_skipped": update.sequences_skipped,
-            "tokens_trained": update.tokens_trained,
-            "tokens_per_s": generated as f64 / times.rollout.generation.max(1e-9),
-            "time": {
-                "generation": times.rollout.generation,
-                "retrieval": times.rollout.retrieval,
-                "plugins": times.rollout.plugins,
-                "forward_backward": times.forward_backward,
-                "optimizer": times.optimizer,
-                "total": total,
+        GrpoStepMetrics {
+            step,
+            epoch,
+            lr: update.lr,
+            reward_mean: mean,
+            reward_std: std,
+            reward_components,
+            response_length: response_tokens as f64 / n,
+            generated_tokens: generated as f64 / n,
+            searches_per_rollout: searches as f64 / n,
+            finish: finishes,
+            plugin_errors,
+            rollouts: trajectories.len(),
+            kl: stats.mean(stats.kl),
+            entropy: stats.mean(stats.entropy),
+            pg_loss: stats.mean(stats.pg_loss),
+            clip_fraction: stats.mean(stats.clipped),
+            ratio_mean: stats.mean(stats.ratio),
+            ratio_max_deviation: update.max_ratio_dev,
+            grad_norm: update.grad_norm,
+            groups_drawn: selection.groups_drawn,
+            zero_advantage_share: selection.zero_advantage_groups as f64
+                / selection.groups_drawn.max(1) as f64,
+            groups_trained: selection.groups_trained,
+            sequences_trained: update.sequences_trained,
+            sequences_skipped: update.sequences_skipped,
+            tokens_trained: update.tokens_trained,
+            tokens_per_s: generated as f64 / times.rollout.generation.max(1e-9),
+            time: GrpoStepTimes {
+                generation: times.rollout.generation,
+                retrieval: times.rollout.retrieval,
+                plugins: times.rollout.plugins,
+                forward_backward: times.forward_backward,
+                optimizer: times.optimizer,
+                total,
             },
-        })
+            validation: None,
+            alarms: Vec::new(),
+        }
     }
 }
 
 /// What the collapse guards read from a step's metrics: entropy and KL only when an update
 /// ran (and KL only with a reference), the share of rollouts cut at the token budget.
-fn step_health(m: &Value, has_reference: bool) -> StepHealth {
-    let updated = m["sequences_trained"].as_u64().unwrap_or(0) > 0;
-    let rollouts = m["rollouts"].as_u64().unwrap_or(0).max(1) as f64;
+fn step_health(m: &GrpoStepMetrics, has_reference: bool) -> StepHealth {
+    let updated = m.sequences_trained > 0;
+    let rollouts = m.rollouts.max(1) as f64;
     StepHealth {
-        entropy: m["entropy"].as_f64().filter(|_| updated),
-        kl: m["kl"].as_f64().filter(|_| updated && has_reference),
-        truncated_share: m["finish"]["length"].as_u64().unwrap_or(0) as f64 / rollouts,
+        entropy: m.entropy.filter(|_| updated),
+        kl: m.kl.filter(|_| updated && has_reference),
+        truncated_share: m.finish.get("length").copied().unwrap_or(0) as f64 / rollouts,
     }
 }
 
@@ -948,45 +921,34 @@ pub(crate) fn log_line(bar: &indicatif::ProgressBar, line: &str) {
     }
 }
 
-fn brief_validation(m: &Value) -> String {
-    format!(
-        "EM {:.3} F1 {:.3} reward {:.3} over {} questions",
-        m["val_em"].as_f64().unwrap_or(0.0),
-        m["val_f1"].as_f64().unwrap_or(0.0),
-        m["val_reward"].as_f64().unwrap_or(0.0),
-        m["val_questions"].as_u64().unwrap_or(0)
-    )
-}
-
-fn brief_step(m: &Value, total: u64) -> String {
-    let f = |k: &str| m[k].as_f64().unwrap_or(0.0);
-    let t = |k: &str| m["time"][k].as_f64().unwrap_or(0.0);
+fn brief_step(m: &GrpoStepMetrics, total: u64) -> String {
     // Entropy and KL exist only when a sequence was trained.
-    let trained = |k: &str, digits: usize| match m[k].as_f64() {
+    let trained = |v: Option<f64>, digits: usize| match v {
         Some(v) => format!("{v:.digits$}"),
         None => "–".to_string(),
     };
+    let t = &m.time;
     let mut line = format!(
         "step {}/{total}: reward {:.3} ± {:.3}, length {:.0}, searches {:.2}, kl {}, entropy {}, grad norm {:.3}, {:.1} s (generation {:.1}, retrieval {:.2}, plugins {:.2}, forward/backward {:.1})",
-        m["step"].as_u64().unwrap_or(0),
-        f("reward_mean"),
-        f("reward_std"),
-        f("response_length"),
-        f("searches_per_rollout"),
-        trained("kl", 5),
-        trained("entropy", 3),
-        f("grad_norm"),
-        t("total"),
-        t("generation"),
-        t("retrieval"),
-        t("plugins"),
-        t("forward_backward"),
+        m.step,
+        m.reward_mean,
+        m.reward_std,
+        m.response_length,
+        m.searches_per_rollout,
+        trained(m.kl, 5),
+        trained(m.entropy, 3),
+        m.grad_norm,
+        t.total,
+        t.generation,
+        t.retrieval,
+        t.plugins,
+        t.forward_backward,
     );
-    if m.get("val_em").is_some() {
-        line.push_str(&format!("; validation {}", brief_validation(m)));
+    if let Some(validation) = &m.validation {
+        line.push_str(&format!("; validation {}", validation.brief()));
     }
-    if m["plugin_errors"].as_u64().unwrap_or(0) > 0 {
-        line.push_str(&format!("; {} plugin errors", m["plugin_errors"]));
+    if m.plugin_errors > 0 {
+        line.push_str(&format!("; {} plugin errors", m.plugin_errors));
     }
     line
 }

@@ -6,6 +6,7 @@ pub mod causal_attention;
 pub mod checkpoint;
 pub mod config;
 pub mod decode_attention;
+pub mod device;
 pub mod fetch;
 pub mod fused;
 pub mod generate;
@@ -21,6 +22,7 @@ pub mod worker;
 
 pub use checkpoint::save_checkpoint;
 pub use config::{Architecture, ModelConfig};
+pub use device::{DeviceKind, WeightDType};
 pub use generate::{Engine, SamplingParams, SeqState, Sequence, Stop, StopRules};
 pub use loader::{LoadedModel, load_model};
 pub use logprobs::{PaddedBatch, TokenStats};

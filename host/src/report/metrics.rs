@@ -1,7 +1,8 @@
-//! Reads a run's `metrics.jsonl` into the series the charts draw.
+//! Reads a run's `metrics.jsonl` (through [`MetricsLine`], the type the trainers write) into
+//! the series the charts draw.
 
+use crate::run_metrics::MetricsLine;
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -52,26 +53,12 @@ impl RunMetrics {
             if line.trim().is_empty() {
                 continue;
             }
-            let value: Value = match serde_json::from_str(line) {
-                Ok(value) => value,
+            let parsed = match MetricsLine::parse(line) {
+                Ok(parsed) => parsed,
                 Err(_) if !complete && index + 1 == lines.len() => break,
-                Err(error) => bail!(
-                    "{}:{}: not a JSON object: {error}",
-                    path.display(),
-                    index + 1
-                ),
+                Err(error) => bail!("{}:{}: {error}", path.display(), index + 1),
             };
-            let Some(object) = value.as_object() else {
-                bail!("{}:{}: expected a JSON object", path.display(), index + 1);
-            };
-            let Some(step) = object.get("step").and_then(Value::as_f64) else {
-                bail!(
-                    "{}:{}: the line has no numeric \"step\"",
-                    path.display(),
-                    index + 1
-                );
-            };
-            metrics.add(step, &value);
+            metrics.add(&parsed);
         }
         if metrics.steps == 0 && metrics.sft_steps == 0 && metrics.val_reward.is_empty() {
             bail!(
@@ -82,55 +69,40 @@ impl RunMetrics {
         Ok(metrics)
     }
 
-    fn add(&mut self, step: f64, value: &Value) {
-        let get = |key: &str| value.get(key).and_then(Value::as_f64);
+    fn add(&mut self, line: &MetricsLine) {
+        let step = line.step() as f64;
         self.last_step = self.last_step.max(step);
-        if let (None, Some(loss)) = (get("reward_mean"), get("loss")) {
-            self.sft_steps += 1;
-            self.sft_loss.push((step, loss));
-            if let Some(accuracy) = get("token_accuracy") {
-                self.sft_token_accuracy.push((step, accuracy));
+        let finite = |series: &mut Series, v: Option<f64>| {
+            if let Some(v) = v.filter(|v| v.is_finite()) {
+                series.push((step, v));
             }
-        }
-        if let Some(reward) = get("reward_mean") {
-            self.steps += 1;
-            self.reward.push((step, reward));
-            let push = |series: &mut Series, v: Option<f64>| {
-                if let Some(v) = v.filter(|v| v.is_finite()) {
-                    series.push((step, v));
-                }
-            };
-            push(&mut self.reward_std, get("reward_std"));
-            push(&mut self.response_length, get("response_length"));
-            push(&mut self.searches, get("searches_per_rollout"));
-            push(&mut self.kl, get("kl"));
-            push(&mut self.entropy, get("entropy"));
-            push(
-                &mut self.step_seconds,
-                value.pointer("/time/total").and_then(Value::as_f64),
-            );
-            if let Some(components) = value.get("reward_components").and_then(Value::as_object) {
-                for (name, v) in components {
-                    if let Some(v) = v.as_f64().filter(|v| v.is_finite()) {
-                        self.components
-                            .entry(name.clone())
-                            .or_default()
-                            .push((step, v));
-                    }
+        };
+        match line {
+            MetricsLine::SftStep(m) => {
+                self.sft_steps += 1;
+                finite(&mut self.sft_loss, Some(m.loss));
+                finite(&mut self.sft_token_accuracy, Some(m.token_accuracy));
+            }
+            MetricsLine::GrpoStep(m) => {
+                self.steps += 1;
+                finite(&mut self.reward, Some(m.reward_mean));
+                finite(&mut self.reward_std, Some(m.reward_std));
+                finite(&mut self.response_length, Some(m.response_length));
+                finite(&mut self.searches, Some(m.searches_per_rollout));
+                finite(&mut self.kl, m.kl);
+                finite(&mut self.entropy, m.entropy);
+                finite(&mut self.step_seconds, Some(m.time.total));
+                for (name, &v) in &m.reward_components {
+                    finite(self.components.entry(name.clone()).or_default(), Some(v));
                 }
             }
+            MetricsLine::Validation(_) => {}
         }
-        if let Some(v) = get("val_reward") {
-            self.val_reward.push((step, v));
-            if let Some(em) = get("val_em") {
-                self.val_em.push((step, em));
-            }
-            if let Some(f1) = get("val_f1") {
-                self.val_f1.push((step, f1));
-            }
-            if let Some(s) = get("val_searches") {
-                self.val_searches.push((step, s));
-            }
+        if let Some(v) = line.validation() {
+            self.val_reward.push((step, v.val_reward));
+            self.val_em.push((step, v.val_em));
+            self.val_f1.push((step, v.val_f1));
+            self.val_searches.push((step, v.val_searches));
         }
     }
 
@@ -181,6 +153,9 @@ impl RunMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rollout::validation::Validation;
+    use crate::run_metrics::examples::{grpo_step, sft_step};
+    use crate::run_metrics::{GrpoStepMetrics, SftStepMetrics, ValidationMetrics};
 
     fn write(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
@@ -189,34 +164,88 @@ mod tests {
         (dir, path)
     }
 
+    fn lines(lines: &[MetricsLine]) -> String {
+        lines.iter().map(|l| l.to_json().unwrap() + "\n").collect()
+    }
+
+    fn validation(reward: f64) -> Validation {
+        Validation {
+            val_questions: 4,
+            val_em: reward / 2.0,
+            val_f1: reward,
+            val_reward: reward,
+            val_searches: 1.0,
+            val_plugin_errors: 0,
+        }
+    }
+
+    fn grpo(step: u64, reward: f64, components: &[(&str, f64)]) -> GrpoStepMetrics {
+        GrpoStepMetrics {
+            step,
+            reward_mean: reward,
+            reward_components: components
+                .iter()
+                .map(|&(k, v)| (k.to_string(), v))
+                .collect(),
+            validation: None,
+            ..grpo_step()
+        }
+    }
+
+    fn sft(step: u64, loss: f64, token_accuracy: f64) -> SftStepMetrics {
+        SftStepMetrics {
+            step,
+            loss,
+            token_accuracy,
+            ..sft_step()
+        }
+    }
+
     #[test]
     fn training_and_validation_lines_become_series() {
-        let (_dir, path) = write(concat!(
-            "{\"step\":0,\"val_reward\":0.1,\"val_em\":0.0,\"val_f1\":0.2,\"val_searches\":1.0}\n",
-            "{\"step\":1,\"reward_mean\":0.5,\"reward_std\":0.1,\"kl\":0.0,\"entropy\":2.0,",
-            "\"response_length\":30.0,\"searches_per_rollout\":1.5,",
-            "\"reward_components\":{\"f1\":0.4,\"format\":1.0},\"time\":{\"total\":2.5}}\n",
-            "{\"step\":2,\"reward_mean\":0.7,\"kl\":0.01,\"entropy\":1.9,\"val_reward\":0.3,",
-            "\"reward_components\":{\"f1\":0.6}}\n",
-        ));
+        let first = grpo(1, 0.5, &[("f1", 0.4), ("format", 1.0)]);
+        let second = GrpoStepMetrics {
+            kl: Some(0.01),
+            entropy: None,
+            validation: Some(validation(0.3)),
+            ..grpo(2, 0.7, &[("f1", 0.6)])
+        };
+        let (_dir, path) = write(&lines(&[
+            MetricsLine::Validation(ValidationMetrics {
+                step: 0,
+                validation: validation(0.1),
+            }),
+            MetricsLine::GrpoStep(Box::new(first.clone())),
+            MetricsLine::GrpoStep(Box::new(second)),
+        ]));
         let m = RunMetrics::read(&path).unwrap();
         assert_eq!(m.steps, 2);
         assert_eq!(m.reward, vec![(1.0, 0.5), (2.0, 0.7)]);
         assert_eq!(m.val_reward, vec![(0.0, 0.1), (2.0, 0.3)]);
+        assert_eq!(m.val_em, vec![(0.0, 0.05), (2.0, 0.15)]);
         assert_eq!(m.components["f1"], vec![(1.0, 0.4), (2.0, 0.6)]);
         assert_eq!(m.components["format"], vec![(1.0, 1.0)]);
-        assert_eq!(m.step_seconds, vec![(1.0, 2.5)]);
-        assert_eq!(m.response_length, vec![(1.0, 30.0)]);
+        assert_eq!(m.step_seconds, vec![(1.0, 2.5), (2.0, 2.5)]);
+        assert_eq!(m.response_length, vec![(1.0, 30.0), (2.0, 30.0)]);
+        // A step without a trained token has no entropy; a KL of None is left out.
+        assert_eq!(m.entropy, vec![(1.0, 2.0)]);
+        assert_eq!(m.kl, vec![(2.0, 0.01)]);
         assert_eq!(RunMetrics::first_last_mean(&m.reward, 1), Some((0.5, 0.7)));
     }
 
     #[test]
     fn warm_start_lines_become_loss_series_and_shifting_moves_every_step() {
-        let (_dir, path) = write(concat!(
-            "{\"step\":0,\"val_reward\":0.0}\n",
-            "{\"step\":1,\"loss\":2.5,\"token_accuracy\":0.4}\n",
-            "{\"step\":2,\"loss\":1.5,\"token_accuracy\":0.6,\"val_reward\":0.2}\n",
-        ));
+        let (_dir, path) = write(&lines(&[
+            MetricsLine::Validation(ValidationMetrics {
+                step: 0,
+                validation: validation(0.0),
+            }),
+            MetricsLine::SftStep(sft(1, 2.5, 0.4)),
+            MetricsLine::SftStep(SftStepMetrics {
+                validation: Some(validation(0.2)),
+                ..sft(2, 1.5, 0.6)
+            }),
+        ]));
         let m = RunMetrics::read(&path).unwrap();
         assert_eq!((m.steps, m.sft_steps, m.last_step), (0, 2, 2.0));
         assert_eq!(m.sft_loss, vec![(1.0, 2.5), (2.0, 1.5)]);
@@ -229,14 +258,21 @@ mod tests {
 
     #[test]
     fn a_cut_last_line_is_left_out_but_a_bad_middle_line_is_an_error() {
-        let (_dir, path) = write("{\"step\":1,\"reward_mean\":0.5}\n{\"step\":2,\"rew");
+        let good = lines(&[MetricsLine::GrpoStep(Box::new(grpo(1, 0.5, &[])))]);
+        let (_dir, path) = write(&format!("{good}{{\"step\":2,\"rew"));
         assert_eq!(RunMetrics::read(&path).unwrap().steps, 1);
-        let (_dir, path) = write("{\"step\":1,\"reward_mean\":0.5}\nnot json\n{\"step\":2}\n");
+        let (_dir, path) = write(&format!("{good}not json\n{good}"));
         let error = format!("{:#}", RunMetrics::read(&path).unwrap_err());
         assert!(error.contains("metrics.jsonl:2"), "{error}");
+        // A renamed field fails at its line instead of leaving a chart empty.
+        let renamed = good.replace("searches_per_rollout", "searches");
+        let (_dir, path) = write(&format!("{good}{renamed}"));
+        let error = format!("{:#}", RunMetrics::read(&path).unwrap_err());
+        assert!(error.contains("metrics.jsonl:2"), "{error}");
+        assert!(error.contains("searches_per_rollout"), "{error}");
         let (_dir, path) = write("{\"reward_mean\":0.5}\n");
         let error = format!("{:#}", RunMetrics::read(&path).unwrap_err());
-        assert!(error.contains("no numeric \"step\""), "{error}");
+        assert!(error.contains("metrics.jsonl:1"), "{error}");
         let (_dir, path) = write("");
         let error = format!("{:#}", RunMetrics::read(&path).unwrap_err());
         assert!(error.contains("nothing to report"), "{error}");

@@ -14,6 +14,7 @@ use crate::grpo::{RunDir, TrainConfig};
 use crate::model::ModelTokenizer;
 use crate::model::loader::read_config;
 use crate::plugins::PluginSet;
+use crate::run_metrics::MetricsLine;
 use anyhow::{Result, bail};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -240,15 +241,15 @@ pub fn pretrain_copying(
     Ok((done, plugins))
 }
 
-/// The token accuracy of the last step in a metrics file.
+/// The token accuracy of the last warm-start step in a metrics file.
 fn last_token_accuracy(metrics: &Path) -> Option<f64> {
     let text = std::fs::read_to_string(metrics).ok()?;
-    text.lines().rev().find_map(|line| {
-        serde_json::from_str::<serde_json::Value>(line)
-            .ok()?
-            .get("token_accuracy")?
-            .as_f64()
-    })
+    text.lines()
+        .rev()
+        .find_map(|line| match MetricsLine::parse(line).ok()? {
+            MetricsLine::SftStep(step) => Some(step.token_accuracy),
+            _ => None,
+        })
 }
 
 #[cfg(test)]

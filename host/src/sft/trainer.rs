@@ -17,12 +17,12 @@ use crate::model::{LoadedModel, PaddedBatch};
 use crate::plugins::PluginSet;
 use crate::rollout::Episodes;
 use crate::rollout::validation::{Validation, validate};
+use crate::run_metrics::{MetricsLine, SftStepMetrics, SftStepTimes, ValidationMetrics};
 use anyhow::{Context, Result, bail};
 use candle_core::{Tensor, Var};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -35,45 +35,6 @@ pub struct SftInputs {
     pub examples: Vec<SftExample>,
     /// Held-out questions for greedy validation rollouts.
     pub validation: Vec<QaExample>,
-}
-
-/// One line of `metrics.jsonl` for an optimiser step.
-#[derive(Debug, Clone, Serialize)]
-pub struct SftStepMetrics {
-    pub step: u64,
-    /// Passes over the trajectories so far.
-    pub epoch: f64,
-    /// Mean negative log-likelihood of the trained tokens.
-    pub loss: f64,
-    /// Share of trained tokens that are the model's most likely token.
-    pub token_accuracy: f64,
-    /// Trained (loss-mask 1) tokens.
-    pub tokens: usize,
-    /// Sequences of the batch.
-    pub sequences: usize,
-    /// Prompt and response tokens processed per second of the step.
-    pub tokens_per_s: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub time: SftTimes,
-    #[serde(flatten)]
-    pub validation: Option<Validation>,
-}
-
-/// Seconds per part of a step.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct SftTimes {
-    pub forward_backward: f64,
-    pub optimizer: f64,
-    pub total: f64,
-}
-
-/// The validation before the first step.
-#[derive(Serialize)]
-struct ValidationLine {
-    step: u64,
-    #[serde(flatten)]
-    validation: Validation,
 }
 
 /// A warm start in progress.
@@ -165,10 +126,10 @@ impl SftTrainer {
         if self.step == 0 && validates {
             let validation = self.validate()?;
             self.run
-                .append_metrics(&serde_json::to_value(ValidationLine {
+                .append_metrics(&MetricsLine::Validation(ValidationMetrics {
                     step: 0,
                     validation,
-                })?)?;
+                }))?;
             log_line(&bar, &format!("step 0: validation {}", validation.brief()));
             first = Some(validation);
         }
@@ -181,18 +142,20 @@ impl SftTrainer {
                 metrics.validation = Some(validation);
                 last = Some(validation);
             }
-            self.run.append_metrics(&serde_json::to_value(&metrics)?)?;
+            let line = brief(&metrics, total);
+            let message = format!(
+                "loss {:.4} accuracy {:.3}",
+                metrics.loss, metrics.token_accuracy
+            );
+            self.run.append_metrics(&MetricsLine::SftStep(metrics))?;
             let every_ckpt = self.config.checkpoint.every;
             if is_last || (every_ckpt > 0 && step.is_multiple_of(every_ckpt)) {
                 self.save_checkpoint()?;
             }
             bar.set_position(step);
-            bar.set_message(format!(
-                "loss {:.4} accuracy {:.3}",
-                metrics.loss, metrics.token_accuracy
-            ));
+            bar.set_message(message);
             if quiet || bar.is_hidden() {
-                eprintln!("{}", brief(&metrics, total));
+                eprintln!("{line}");
             }
         }
         bar.finish_and_clear();
@@ -224,7 +187,7 @@ impl SftTrainer {
         let metrics = crate::model::on_worker(|| self.update(step, &batch))?;
         self.step = step;
         Ok(SftStepMetrics {
-            time: SftTimes {
+            time: SftStepTimes {
                 total: started.elapsed().as_secs_f64(),
                 ..metrics.time
             },
@@ -289,7 +252,7 @@ impl SftTrainer {
             tokens_per_s: processed as f64,
             lr,
             grad_norm,
-            time: SftTimes {
+            time: SftStepTimes {
                 forward_backward,
                 optimizer: started.elapsed().as_secs_f64(),
                 total: 0.0,
