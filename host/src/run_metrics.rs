@@ -272,7 +272,9 @@ mod tests {
     #[test]
     fn every_kind_of_line_reads_back_as_written() {
         let step = grpo_step();
-        let line = MetricsLine::GrpoStep(Box::new(step.clone())).to_json().unwrap();
+        let line = MetricsLine::GrpoStep(Box::new(step.clone()))
+            .to_json()
+            .unwrap();
         assert!(line.contains("\"kind\":\"grpo_step\""), "{line}");
         assert!(line.contains("\"grad_norm\":null"), "{line}");
         let MetricsLine::GrpoStep(read) = MetricsLine::parse(&line).unwrap() else {

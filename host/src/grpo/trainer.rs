@@ -373,7 +373,8 @@ impl Trainer {
             metrics.alarms = alarms.iter().map(|a| a.to_string()).collect();
             let line = brief_step(&metrics, total);
             let reward = metrics.reward_mean;
-            self.run.append_metrics(&MetricsLine::GrpoStep(Box::new(metrics)))?;
+            self.run
+                .append_metrics(&MetricsLine::GrpoStep(Box::new(metrics)))?;
             let every_ckpt = self.config.checkpoint.every;
             let stop = !alarms.is_empty() && self.guards.stops();
             if last || stop || (every_ckpt > 0 && step.is_multiple_of(every_ckpt)) {
