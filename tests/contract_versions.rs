@@ -1,6 +1,7 @@
-//! Every released contract version keeps loading: a reward built against
-//! `research:plugins@0.1.0` with wit-bindgen directly runs beside the shipped plugins, which the
-//! SDK builds against the newest version (0.2.0).
+//! Every released contract version keeps loading: rewards built against
+//! `research:plugins@0.1.0` and `@0.2.0` with wit-bindgen directly run beside the shipped
+//! plugins, which the SDK builds against the newest version (0.3.0, whose `init` reads the
+//! settings once, when an instance starts).
 
 mod common;
 
@@ -20,51 +21,79 @@ fn sample(response: &str) -> RewardSample {
     }
 }
 
-#[test]
-fn a_plugin_built_against_0_1_0_loads_and_scores_beside_0_2_0_plugins() {
-    let manifest = common::repo_root().join("tests/fixtures/contract-v0-1/Cargo.toml");
+/// Builds the fixture `crate_dir` and writes it as a prebuilt plugin `name` into `dir`.
+fn older_plugin(crate_dir: &str, name: &str, dir: &std::path::Path) {
+    let manifest = common::repo_root().join(crate_dir).join("Cargo.toml");
     let target = common::plugins_dir().join("target");
     let wasm = build_plugin_crate(&manifest, Some(&target)).unwrap_or_else(|e| panic!("{e:#}"));
+    common::write_prebuilt_plugin(dir, name, &wasm, "[config]\nbonus = 0.5");
+}
+
+#[test]
+fn plugins_built_against_0_1_0_and_0_2_0_load_and_score_beside_0_3_0_plugins() {
     let dir = tempfile::tempdir().unwrap();
-    common::write_prebuilt_plugin(dir.path(), "old-reward", &wasm, "[config]\nbonus = 0.5");
+    older_plugin("tests/fixtures/contract-v0-1", "reward-0-1", dir.path());
+    older_plugin("tests/fixtures/contract-v0-2", "reward-0-2", dir.path());
     let plugins = discover(dir.path()).unwrap();
-    let (info, loaded) = common::host()
-        .load(&plugins[0], &BTreeMap::new())
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    assert_eq!(info.contract, ContractVersion::V0_1_0);
-    let LoadedPlugin::Reward(old) = loaded else {
-        panic!("not a reward plugin")
-    };
-    let score = old.score(&sample("It is Paris.")).unwrap();
-    assert_eq!(
-        score.total, 1.5,
-        "hit + the bonus read through 0.1.0's config"
-    );
-    assert_eq!(score.components, vec![("searches".to_string(), 2.0)]);
-    assert_eq!(old.score(&sample("Lyon")).unwrap().total, 0.5);
-
-    // A bad setting is the plugin's own error, named.
-    let (_, loaded) = common::host()
-        .load(
-            &plugins[0],
-            &BTreeMap::from([("bonus".into(), "lots".into())]),
-        )
-        .unwrap();
-    let LoadedPlugin::Reward(bad) = loaded else {
-        panic!()
-    };
-    let error = bad.score(&sample("Paris")).unwrap_err().to_string();
-    assert!(
-        error.contains("old-reward") && error.contains("`lots`"),
-        "{error}"
-    );
-
-    // The shipped plugins speak 0.2.0.
-    let shipped = discover(&common::plugins_dir()).unwrap();
-    let research = shipped
+    assert_eq!(plugins.len(), 2);
+    for (plugin, version) in plugins
         .iter()
-        .find(|p| p.manifest.name == "research-reward")
+        .zip([ContractVersion::V0_1_0, ContractVersion::V0_2_0])
+    {
+        let (info, loaded) = common::host()
+            .load(plugin, &BTreeMap::new())
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(info.contract, version, "{}", info.name);
+        let LoadedPlugin::Reward(old) = loaded else {
+            panic!("not a reward plugin")
+        };
+        let score = old.score(&sample("It is Paris.")).unwrap();
+        assert_eq!(score.total, 1.5, "hit + the bonus read through its config");
+        assert_eq!(score.components, vec![("searches".to_string(), 2.0)]);
+        assert_eq!(old.score(&sample("Lyon")).unwrap().total, 0.5);
+
+        // These versions have no `init`: a bad setting is the plugin's own error at the call.
+        let (_, loaded) = common::host()
+            .load(plugin, &BTreeMap::from([("bonus".into(), "lots".into())]))
+            .unwrap();
+        let LoadedPlugin::Reward(bad) = loaded else {
+            panic!()
+        };
+        let error = bad.score(&sample("Paris")).unwrap_err().to_string();
+        assert!(
+            error.contains(&info.name) && error.contains("`lots`"),
+            "{error}"
+        );
+    }
+
+    // The shipped plugins speak 0.3.0, and a bad setting fails when they load.
+    let shipped = discover(&common::plugins_dir()).unwrap();
+    let find = |name: &str| shipped.iter().find(|p| p.manifest.name == name).unwrap();
+    let (info, _) = common::host()
+        .load(find("research-reward"), &BTreeMap::new())
         .unwrap();
-    let (info, _) = common::host().load(research, &BTreeMap::new()).unwrap();
-    assert_eq!(info.contract, ContractVersion::V0_2_0);
+    assert_eq!(info.contract, ContractVersion::V0_3_0);
+    for (plugin, key, value) in [
+        ("searchr1-reward", "format", "maybe"),
+        ("tag-parser", "dialect", "klingon"),
+        ("research-prompt", "mode", "chatty"),
+        ("local-search", "max-top-k", "-3"),
+        ("http-search", "url", "ftp://example.org"),
+        ("openai-judge", "timeout-ms", "soon"),
+    ] {
+        let error = match common::host().load(
+            find(plugin),
+            &BTreeMap::from([(key.to_string(), value.to_string())]),
+        ) {
+            Ok(_) => panic!("{plugin} loaded with {key} = {value}"),
+            Err(error) => format!("{error:#}"),
+        };
+        assert!(
+            error.contains(plugin)
+                && error.contains("refused its settings")
+                && error.contains(key)
+                && error.contains(value),
+            "{error}"
+        );
+    }
 }

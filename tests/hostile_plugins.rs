@@ -719,3 +719,71 @@ fn a_training_run_writes_hostile_texts_escaped_and_survives_blocking_plugins() {
         );
     }
 }
+
+/// A plugin reads its settings once, when an instance starts (contract 0.3.0's `init`): one that
+/// refuses them fails to load, naming the plugin and the setting, in `host plugins check` and
+/// when a run loads it. A plugin that keeps state between calls (its score counts the calls its
+/// instance served) is refused by `host plugins check`: instances are pooled, so its answers
+/// would depend on which instance served which call.
+#[test]
+fn bad_settings_fail_at_load_and_state_between_calls_fails_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    for behavior in ["stateful", "refuse", "typo", "healthy"] {
+        common::write_prebuilt_plugin(
+            dir.path(),
+            &format!("hostile-{behavior}"),
+            common::hostile_wasm(),
+            &format!("[config]\nbehavior = \"{behavior}\""),
+        );
+    }
+    let plugins = discover(dir.path()).unwrap();
+    let load_error = |name: &str| {
+        let plugin = plugins.iter().find(|p| p.manifest.name == name).unwrap();
+        match common::host().load(plugin, &BTreeMap::new()) {
+            Ok(_) => panic!("{name} loaded"),
+            Err(error) => format!("{error:#}"),
+        }
+    };
+    let refused = load_error("hostile-refuse");
+    assert!(
+        refused.contains("hostile-refuse")
+            && refused.contains("`init`")
+            && refused.contains("refused its settings")
+            && refused.contains("refuses to start, on purpose"),
+        "{refused}"
+    );
+    let typo = load_error("hostile-typo");
+    assert!(
+        typo.contains("config `behavior`") && typo.contains("`typo`") && typo.contains("healthy"),
+        "{typo}"
+    );
+
+    let output = common::host_command(&[
+        "plugins",
+        "check",
+        "--plugins",
+        &dir.path().display().to_string(),
+    ])
+    .output()
+    .expect("host runs");
+    let report = common::output_text(&output);
+    assert!(!output.status.success(), "{report}");
+    let section = |name: &str| {
+        report
+            .split("\n✗ ")
+            .chain(report.strip_prefix("✗ "))
+            .find(|s| s.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} is not marked failed:\n{report}"))
+            .to_string()
+    };
+    let stateful = section("hostile-stateful");
+    assert!(
+        stateful.contains("on a fresh instance as on a used one")
+            && stateful.contains("keeps state between calls"),
+        "{stateful}"
+    );
+    assert!(section("hostile-refuse").contains("failed to load"));
+    assert!(section("hostile-typo").contains("failed to load"));
+    assert!(report.contains("✓ hostile-healthy"), "{report}");
+    assert!(report.contains("3 of 4 plugins failed"), "{report}");
+}

@@ -112,13 +112,21 @@ fn searchr1_dialect() {
 }
 
 #[test]
-fn an_unknown_dialect_fails_with_the_plugin_and_setting_named() {
-    let parser = common::parser("tag-parser", &[("dialect", "klingon")]);
-    let error = parser.stop_sequences().unwrap_err().to_string();
+fn an_unknown_dialect_fails_at_load_with_the_plugin_and_setting_named() {
+    let shipped = research_host::plugins::discover(&common::plugins_dir()).unwrap();
+    let tag_parser = shipped
+        .iter()
+        .find(|p| p.manifest.name == "tag-parser")
+        .unwrap();
+    let overrides = std::collections::BTreeMap::from([("dialect".into(), "klingon".into())]);
+    let error = match common::host().load(tag_parser, &overrides) {
+        Ok(_) => panic!("tag-parser loaded with dialect = klingon"),
+        Err(error) => format!("{error:#}"),
+    };
     assert!(error.contains("tag-parser"), "{error}");
-    assert!(error.contains("parser.stop-sequences"), "{error}");
+    assert!(error.contains("`init`"), "{error}");
     assert!(
-        error.contains("dialect") && error.contains("klingon"),
+        error.contains("config `dialect` must be one of research, searchr1, not `klingon`"),
         "{error}"
     );
     // The plugin is still usable with a good setting in the same process.

@@ -139,13 +139,21 @@ fn searchr1_reward_reports_em_format_and_answer_presence() {
 }
 
 #[test]
-fn a_bad_config_value_is_reported_by_the_plugin() {
-    let plugin = common::reward("searchr1-reward", &[("format", "maybe")]);
-    let error = plugin.score(&sample("x", &["y"], Finish::Eos)).unwrap_err();
-    let text = error.to_string();
+fn a_bad_config_value_fails_when_the_plugin_loads() {
+    let shipped = research_host::plugins::discover(&common::plugins_dir()).unwrap();
+    let plugin = shipped
+        .iter()
+        .find(|p| p.manifest.name == "searchr1-reward")
+        .unwrap();
+    let overrides = std::collections::BTreeMap::from([("format".into(), "maybe".into())]);
+    let error = match common::host().load(plugin, &overrides) {
+        Ok(_) => panic!("searchr1-reward loaded with format = maybe"),
+        Err(error) => format!("{error:#}"),
+    };
     assert!(
-        text.contains("searchr1-reward") && text.contains("reward.score"),
-        "{text}"
+        error.contains("searchr1-reward")
+            && error.contains("`init`")
+            && error.contains("config `format` must be true or false, not `maybe`"),
+        "{error}"
     );
-    assert!(text.contains("format") && text.contains("maybe"), "{text}");
 }

@@ -1,6 +1,7 @@
 //! The built-in conformance suite of `host plugins check`: what every plugin of a kind must do,
 //! whatever reference system it imitates.
 
+use super::instance::Instance;
 use super::judge::JudgePlugin;
 use super::loader::LoadedPlugin;
 use super::parser::ParserPlugin;
@@ -35,6 +36,33 @@ pub fn check(plugin: &LoadedPlugin, network: bool) -> Vec<Check> {
         LoadedPlugin::Search(p) => search_checks(p, network),
         LoadedPlugin::Judge(p) => judge_checks(p, network),
     }
+}
+
+/// The name of the check that a plugin keeps no state between calls (see [`differ`]).
+pub const STATELESS: &str =
+    "answers the same call the same way twice, and on a fresh instance as on a used one";
+
+/// Instances are pooled and serve calls in any order: an answer that changes between two calls,
+/// or between a used instance and a fresh one, means the plugin keeps state between calls,
+/// and a run would depend on which instance served which call (a resumed run would not
+/// continue exactly).
+fn differ<T: PartialEq + std::fmt::Debug>(
+    used: &T,
+    again: &T,
+    fresh: &T,
+    what: &str,
+) -> Result<(), String> {
+    if used != again {
+        return Err(format!(
+            "{used:?} then {again:?} for {what}: the plugin keeps state between calls (instances are pooled; see the instance-state rule in docs/plugins.md)"
+        ));
+    }
+    if used != fresh {
+        return Err(format!(
+            "{used:?} on a used instance but {fresh:?} on a fresh one for {what}: the plugin keeps state between calls (instances are pooled; see the instance-state rule in docs/plugins.md)"
+        ));
+    }
+    Ok(())
 }
 
 fn outcome(result: Result<(), String>) -> Outcome {
@@ -87,14 +115,15 @@ fn reward_checks(plugin: &RewardPlugin) -> Vec<Check> {
         ),
     }];
     checks.push(Check {
-        name: "gives the same score twice",
+        name: STATELESS,
         outcome: outcome((|| {
             for s in &well_formed[..3] {
-                let first = plugin.score(s).map_err(|e| e.to_string())?;
-                let second = plugin.score(s).map_err(|e| e.to_string())?;
-                if first != second {
-                    return Err(format!("{first:?} then {second:?} for the same sample"));
-                }
+                let used = plugin.score(s).map_err(|e| e.to_string())?;
+                let again = plugin.score(s).map_err(|e| e.to_string())?;
+                let fresh = plugin
+                    .score_in(Instance::Fresh, s)
+                    .map_err(|e| e.to_string())?;
+                differ(&used, &again, &fresh, "the same sample")?;
             }
             Ok(())
         })()),
@@ -155,12 +184,15 @@ fn prompt_checks(plugin: &PromptPlugin) -> Vec<Check> {
         }),
     }];
     checks.push(Check {
-        name: "gives the same prompt twice",
-        outcome: outcome(match (plugin.render(question), plugin.render(question)) {
-            (Ok(a), Ok(b)) if a == b => Ok(()),
-            (Ok(a), Ok(b)) => Err(format!("{a:?} then {b:?}")),
-            (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
-        }),
+        name: STATELESS,
+        outcome: outcome((|| {
+            let used = plugin.render(question).map_err(|e| e.to_string())?;
+            let again = plugin.render(question).map_err(|e| e.to_string())?;
+            let fresh = plugin
+                .render_in(Instance::Fresh, question)
+                .map_err(|e| e.to_string())?;
+            differ(&used, &again, &fresh, "the same question")
+        })()),
     });
     let odd = [
         "",
@@ -230,17 +262,25 @@ fn parser_checks(plugin: &ParserPlugin) -> Vec<Check> {
         ),
     });
     checks.push(Check {
-        name: "parses the same turn the same way twice",
+        name: STATELESS,
         outcome: outcome(turns[..6].iter().try_for_each(|t| {
-            let (a, b) = (
-                plugin.parse(t).map_err(|e| e.to_string())?,
-                plugin.parse(t).map_err(|e| e.to_string())?,
-            );
-            if a == b {
-                Ok(())
-            } else {
-                Err(format!("{a:?} then {b:?} for {t:?}"))
-            }
+            let used = plugin.parse(t).map_err(|e| e.to_string())?;
+            let again = plugin.parse(t).map_err(|e| e.to_string())?;
+            let fresh = plugin
+                .parse_in(Instance::Fresh, t)
+                .map_err(|e| e.to_string())?;
+            differ(&used, &again, &fresh, &format!("the turn {t:?}"))?;
+            let passages = passages();
+            let used = plugin
+                .format_results(t, &passages)
+                .map_err(|e| e.to_string())?;
+            let again = plugin
+                .format_results(t, &passages)
+                .map_err(|e| e.to_string())?;
+            let fresh = plugin
+                .format_results_in(Instance::Fresh, t, &passages)
+                .map_err(|e| e.to_string())?;
+            differ(&used, &again, &fresh, &format!("the results of {t:?}"))
         })),
     });
     let passages = passages();

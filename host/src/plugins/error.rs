@@ -51,6 +51,8 @@ pub enum Failure {
     Guest(String),
     /// The plugin could not be instantiated.
     Instantiate(String),
+    /// The plugin's `init` refused its settings (the message is the plugin's own).
+    Settings(String),
 }
 
 impl fmt::Display for Failure {
@@ -86,6 +88,21 @@ impl fmt::Display for Failure {
             Failure::InvalidOutput(message) => write!(f, "invalid output: {message}"),
             Failure::Guest(message) => write!(f, "plugin returned an error: {message}"),
             Failure::Instantiate(message) => write!(f, "could not start an instance: {message}"),
+            Failure::Settings(message) => write!(
+                f,
+                "the plugin refused its settings: {message} (its [config] in plugin.toml, or the run's overrides)"
+            ),
         }
     }
+}
+
+/// A plugin's `init` answered with an error: carried through wasmtime's error type from
+/// the instantiation closure to the pool, which reports it as [`Failure::Settings`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct SettingsRefused(pub String);
+
+/// The outcome of `init` as an instantiation result.
+pub(crate) fn settled(init: Result<(), String>) -> wasmtime::Result<()> {
+    init.map_err(|message| wasmtime::Error::new(SettingsRefused(message)))
 }

@@ -2,7 +2,7 @@
 //! after any failure; every call gets a fresh deadline, fuel and output budget.
 
 use super::engine::PluginEngine;
-use super::error::{Failure, PluginError};
+use super::error::{Failure, PluginError, SettingsRefused};
 use super::manifest::Limits;
 use super::retriever::Retriever;
 use super::sandbox::HostState;
@@ -24,6 +24,17 @@ pub struct PluginIdentity {
     pub limits: Limits,
     pub network: Arc<Vec<String>>,
     pub config: Arc<BTreeMap<String, String>>,
+}
+
+/// Which instance serves a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instance {
+    /// An idle instance of the pool (started when none is idle), given back afterwards: what
+    /// every call of a run uses.
+    Pooled,
+    /// A new instance, discarded afterwards: what `host plugins check` compares the pooled
+    /// answers with, to catch a plugin that keeps state between calls.
+    Fresh,
 }
 
 /// The pool of instances of one plugin, typed by its bindings `B`.
@@ -94,18 +105,44 @@ impl<B> InstancePool<B> {
         Ok(())
     }
 
-    /// Runs `call` on a healthy instance under the plugin's limits. Any trap, deadline or
-    /// memory failure discards the instance; an oversized output is an error too.
+    /// Runs `call` on a healthy pooled instance under the plugin's limits. Any trap, deadline
+    /// or memory failure discards the instance; an oversized output is an error too.
     pub(crate) fn call<R: OutputSize>(
         &self,
         function: &str,
         call: impl FnOnce(&B, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut live = match idle {
-            Some(live) => live,
-            None => self.start(function)?,
+        self.call_in(Instance::Pooled, function, call)
+    }
+
+    /// Runs `call` on the chosen kind of instance.
+    pub(crate) fn call_in<R: OutputSize>(
+        &self,
+        instance: Instance,
+        function: &str,
+        call: impl FnOnce(&B, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        let live = match instance {
+            Instance::Pooled => {
+                let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                match idle {
+                    Some(live) => live,
+                    None => self.start(function)?,
+                }
+            }
+            Instance::Fresh => self.start(function)?,
         };
+        self.run(live, function, call, instance == Instance::Pooled)
+    }
+
+    /// Runs `call` on `live`; gives it back to the pool after success when `keep`.
+    fn run<R: OutputSize>(
+        &self,
+        mut live: Live<B>,
+        function: &str,
+        call: impl FnOnce(&B, &mut Store<HostState>) -> wasmtime::Result<R>,
+        keep: bool,
+    ) -> Result<R, PluginError> {
         self.arm(&mut live.store);
         let result = call(&live.bindings, &mut live.store);
         let output = live.store.data().output.take();
@@ -114,7 +151,9 @@ impl<B> InstancePool<B> {
             Ok(value) => {
                 let size = value.output_size();
                 let limit = self.identity.limits.max_output_bytes();
-                self.give_back(live);
+                if keep {
+                    self.give_back(live);
+                }
                 if size > limit {
                     return Err(self.error(
                         function,
@@ -196,6 +235,10 @@ impl<B> InstancePool<B> {
             Ok(bindings) => Ok(Live { store, bindings }),
             Err(error) => {
                 let output = store.data().output.take();
+                if let Some(SettingsRefused(message)) = error.downcast_ref::<SettingsRefused>() {
+                    let failure = Failure::Settings(message.clone());
+                    return Err(self.error("init", failure, output));
+                }
                 let failure = match self.classify(&error, &store, &output) {
                     Failure::Trap(message) => Failure::Instantiate(message),
                     other => other,

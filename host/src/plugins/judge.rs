@@ -4,11 +4,12 @@
 use super::error::PluginError;
 use super::instance::InstancePool;
 use super::types::Message;
-use super::wit::since_v0_2_0 as v0_2_0;
+use super::wit::{since_v0_2_0 as v0_2_0, since_v0_3_0 as v0_3_0};
 
 /// The bindings of a judge plugin, by contract version (the kind exists from 0.2.0 on).
 pub(crate) enum JudgeBindings {
     V0_2_0(v0_2_0::judge::JudgePlugin),
+    V0_3_0(v0_3_0::judge::JudgePlugin),
 }
 
 /// A loaded judge plugin.
@@ -31,6 +32,7 @@ impl JudgePlugin {
         const FUNCTION: &str = "judge.complete";
         let result = self.pool.call(FUNCTION, |bindings, store| match bindings {
             JudgeBindings::V0_2_0(b) => v0_2_0::complete(b, store, prompts, max_tokens),
+            JudgeBindings::V0_3_0(b) => v0_3_0::complete(b, store, prompts, max_tokens),
         })?;
         let texts = self.pool.guest_result(FUNCTION, result)?;
         let problem = (texts.len() != prompts.len())

@@ -4,6 +4,7 @@
 
 use super::discovery::{DiscoveredPlugin, PluginSource};
 use super::engine::PluginEngine;
+use super::error::settled;
 use super::instance::{InstancePool, PluginIdentity};
 use super::judge::{JudgeBindings, JudgePlugin};
 use super::manifest::{Capabilities, Limits};
@@ -14,7 +15,9 @@ use super::reward::{RewardBindings, RewardPlugin};
 use super::sandbox::HostState;
 use super::search::{SearchBindings, SearchPlugin};
 use super::types::PluginKind;
-use super::wit::{self, ContractVersion, since_v0_1_0 as v0_1_0, since_v0_2_0 as v0_2_0};
+use super::wit::{
+    self, ContractVersion, since_v0_1_0 as v0_1_0, since_v0_2_0 as v0_2_0, since_v0_3_0 as v0_3_0,
+};
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -71,6 +74,7 @@ impl PluginHost {
         super::bounded_wait::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         v0_1_0::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         v0_2_0::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        v0_3_0::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         let mut network_linker = linker.clone();
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut network_linker)
             .map_err(anyhow::Error::from)?;
@@ -146,7 +150,8 @@ impl PluginHost {
         };
         let retriever = self.retriever.clone();
         let engine = Arc::clone(&self.engine);
-        // One pool of instances per plugin, warmed up so that a broken plugin fails here.
+        // One pool of instances per plugin, warmed up so that a broken plugin (or, from contract
+        // 0.3.0 on, one that refuses its settings in `init`) fails here.
         macro_rules! start {
             ($instantiate:expr) => {{
                 let pool = InstancePool::new(identity, engine, Box::new($instantiate), retriever);
@@ -211,6 +216,56 @@ impl PluginHost {
                 let pre = v0_2_0::judge::JudgePluginPre::new(pre).map_err(e)?;
                 LoadedPlugin::Judge(JudgePlugin {
                     pool: start!(move |s| Ok(JudgeBindings::V0_2_0(pre.instantiate(s)?))),
+                })
+            }
+            (ContractVersion::V0_3_0, PluginKind::Reward) => {
+                let pre = v0_3_0::reward::RewardPluginPre::new(pre).map_err(e)?;
+                LoadedPlugin::Reward(RewardPlugin {
+                    pool: start!(move |s| {
+                        let bindings = pre.instantiate(&mut *s)?;
+                        settled(v0_3_0::init_reward(&bindings, s)?)?;
+                        Ok(RewardBindings::V0_3_0(bindings))
+                    }),
+                })
+            }
+            (ContractVersion::V0_3_0, PluginKind::Prompt) => {
+                let pre = v0_3_0::prompt::PromptPluginPre::new(pre).map_err(e)?;
+                LoadedPlugin::Prompt(PromptPlugin {
+                    pool: start!(move |s| {
+                        let bindings = pre.instantiate(&mut *s)?;
+                        settled(v0_3_0::init_prompt(&bindings, s)?)?;
+                        Ok(PromptBindings::V0_3_0(bindings))
+                    }),
+                })
+            }
+            (ContractVersion::V0_3_0, PluginKind::Parser) => {
+                let pre = v0_3_0::parser::ParserPluginPre::new(pre).map_err(e)?;
+                LoadedPlugin::Parser(ParserPlugin {
+                    pool: start!(move |s| {
+                        let bindings = pre.instantiate(&mut *s)?;
+                        settled(v0_3_0::init_parser(&bindings, s)?)?;
+                        Ok(ParserBindings::V0_3_0(bindings))
+                    }),
+                })
+            }
+            (ContractVersion::V0_3_0, PluginKind::Search) => {
+                let pre = v0_3_0::search::SearchPluginPre::new(pre).map_err(e)?;
+                LoadedPlugin::Search(SearchPlugin {
+                    pool: start!(move |s| {
+                        let bindings = pre.instantiate(&mut *s)?;
+                        settled(v0_3_0::init_search(&bindings, s)?)?;
+                        Ok(SearchBindings::V0_3_0(bindings))
+                    }),
+                })
+            }
+            (ContractVersion::V0_3_0, PluginKind::Judge) => {
+                let pre = v0_3_0::judge::JudgePluginPre::new(pre).map_err(e)?;
+                LoadedPlugin::Judge(JudgePlugin {
+                    pool: start!(move |s| {
+                        let bindings = pre.instantiate(&mut *s)?;
+                        settled(v0_3_0::init_judge(&bindings, s)?)?;
+                        Ok(JudgeBindings::V0_3_0(bindings))
+                    }),
                 })
             }
         };

@@ -1,14 +1,15 @@
 //! Typed access to a prompt plugin.
 
 use super::error::PluginError;
-use super::instance::{InstancePool, OutputSize};
+use super::instance::{Instance, InstancePool, OutputSize};
 use super::types::Rendered;
-use super::wit::{since_v0_1_0 as v0_1_0, since_v0_2_0 as v0_2_0};
+use super::wit::{since_v0_1_0 as v0_1_0, since_v0_2_0 as v0_2_0, since_v0_3_0 as v0_3_0};
 
 /// The bindings of a prompt plugin, by contract version.
 pub(crate) enum PromptBindings {
     V0_1_0(v0_1_0::prompt::PromptPlugin),
     V0_2_0(v0_2_0::prompt::PromptPlugin),
+    V0_3_0(v0_3_0::prompt::PromptPlugin),
 }
 
 /// A loaded prompt plugin.
@@ -40,11 +41,23 @@ impl PromptPlugin {
     /// Renders the prompt of one question. Empty prompts, empty chats and unknown roles are
     /// rejected as invalid output.
     pub fn render(&self, question: &str) -> Result<Rendered, PluginError> {
+        self.render_in(Instance::Pooled, question)
+    }
+
+    /// [`Self::render`] on the chosen kind of instance.
+    pub(crate) fn render_in(
+        &self,
+        instance: Instance,
+        question: &str,
+    ) -> Result<Rendered, PluginError> {
         const FUNCTION: &str = "prompt.render";
-        let result = self.pool.call(FUNCTION, |bindings, store| match bindings {
-            PromptBindings::V0_1_0(b) => v0_1_0::render(b, store, question),
-            PromptBindings::V0_2_0(b) => v0_2_0::render(b, store, question),
-        })?;
+        let result = self
+            .pool
+            .call_in(instance, FUNCTION, |bindings, store| match bindings {
+                PromptBindings::V0_1_0(b) => v0_1_0::render(b, store, question),
+                PromptBindings::V0_2_0(b) => v0_2_0::render(b, store, question),
+                PromptBindings::V0_3_0(b) => v0_3_0::render(b, store, question),
+            })?;
         let rendered = self.pool.guest_result(FUNCTION, result)?;
         let problem = match &rendered {
             Rendered::Text(text) if text.is_empty() => Some("an empty prompt".to_string()),

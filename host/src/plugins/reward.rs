@@ -1,14 +1,15 @@
 //! Typed access to a reward plugin.
 
 use super::error::PluginError;
-use super::instance::{InstancePool, OutputSize};
+use super::instance::{Instance, InstancePool, OutputSize};
 use super::types::{RewardSample, RewardScore};
-use super::wit::{since_v0_1_0 as v0_1_0, since_v0_2_0 as v0_2_0};
+use super::wit::{since_v0_1_0 as v0_1_0, since_v0_2_0 as v0_2_0, since_v0_3_0 as v0_3_0};
 
 /// The bindings of a reward plugin, by contract version.
 pub(crate) enum RewardBindings {
     V0_1_0(v0_1_0::reward::RewardPlugin),
     V0_2_0(v0_2_0::reward::RewardPlugin),
+    V0_3_0(v0_3_0::reward::RewardPlugin),
 }
 
 /// A loaded reward plugin.
@@ -38,11 +39,23 @@ impl RewardPlugin {
     /// Scores one trajectory. Non-finite totals or components, empty or repeated component
     /// names and more than [`MAX_COMPONENTS`] components are rejected as invalid output.
     pub fn score(&self, sample: &RewardSample) -> Result<RewardScore, PluginError> {
+        self.score_in(Instance::Pooled, sample)
+    }
+
+    /// [`Self::score`] on the chosen kind of instance.
+    pub(crate) fn score_in(
+        &self,
+        instance: Instance,
+        sample: &RewardSample,
+    ) -> Result<RewardScore, PluginError> {
         const FUNCTION: &str = "reward.score";
-        let result = self.pool.call(FUNCTION, |bindings, store| match bindings {
-            RewardBindings::V0_1_0(b) => v0_1_0::score(b, store, sample),
-            RewardBindings::V0_2_0(b) => v0_2_0::score(b, store, sample),
-        })?;
+        let result = self
+            .pool
+            .call_in(instance, FUNCTION, |bindings, store| match bindings {
+                RewardBindings::V0_1_0(b) => v0_1_0::score(b, store, sample),
+                RewardBindings::V0_2_0(b) => v0_2_0::score(b, store, sample),
+                RewardBindings::V0_3_0(b) => v0_3_0::score(b, store, sample),
+            })?;
         let score = self.pool.guest_result(FUNCTION, result)?;
         let problem = validate(&score).err();
         self.pool.validated(FUNCTION, score, problem)

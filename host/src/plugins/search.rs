@@ -3,12 +3,13 @@
 use super::error::PluginError;
 use super::instance::{InstancePool, OutputSize};
 use super::types::Passage;
-use super::wit::{since_v0_1_0 as v0_1_0, since_v0_2_0 as v0_2_0};
+use super::wit::{since_v0_1_0 as v0_1_0, since_v0_2_0 as v0_2_0, since_v0_3_0 as v0_3_0};
 
 /// The bindings of a search plugin, by contract version.
 pub(crate) enum SearchBindings {
     V0_1_0(v0_1_0::search::SearchPlugin),
     V0_2_0(v0_2_0::search::SearchPlugin),
+    V0_3_0(v0_3_0::search::SearchPlugin),
 }
 
 /// A loaded search plugin.
@@ -35,6 +36,7 @@ impl SearchPlugin {
         let result = self.pool.call(FUNCTION, |bindings, store| match bindings {
             SearchBindings::V0_1_0(b) => v0_1_0::search(b, store, queries, top_k),
             SearchBindings::V0_2_0(b) => v0_2_0::search(b, store, queries, top_k),
+            SearchBindings::V0_3_0(b) => v0_3_0::search(b, store, queries, top_k),
         })?;
         let lists = self.pool.guest_result(FUNCTION, result)?;
         let problem = if lists.len() != queries.len() {

@@ -11,20 +11,37 @@ use research_sdk::config;
 use research_sdk::search::{Passage, Search};
 use serde::Deserialize;
 
-struct HttpSearch;
+struct HttpSearch {
+    url: String,
+    /// `searchr1` or `research`.
+    api: String,
+    timeout_ms: u64,
+}
 
 impl Search for HttpSearch {
-    fn search(queries: Vec<String>, top_k: u32) -> Result<Vec<Vec<Passage>>, String> {
+    fn new() -> Result<Self, String> {
+        let url = config::get("url").ok_or("config `url` is not set")?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!(
+                "config `url` must start with http:// or https://, not `{url}`"
+            ));
+        }
+        Ok(HttpSearch {
+            url,
+            api: config::get_choice("api", &["searchr1", "research"], "searchr1")?,
+            timeout_ms: config::get_parsed("timeout-ms", 10_000)?,
+        })
+    }
+
+    fn search(&self, queries: Vec<String>, top_k: u32) -> Result<Vec<Vec<Passage>>, String> {
         if queries.is_empty() {
             return Ok(Vec::new());
         }
-        let url = config::get("url").ok_or("config `url` is not set")?;
-        let api = config::get_choice("api", &["searchr1", "research"], "searchr1")?;
-        let timeout_ms: u64 = config::get_parsed("timeout-ms", 10_000)?;
-        let results = if api == "searchr1" {
+        let (url, timeout_ms) = (&self.url, self.timeout_ms);
+        let results = if self.api == "searchr1" {
             let body =
                 serde_json::json!({"queries": queries, "topk": top_k, "return_scores": true});
-            let reply: SearchR1Reply = post_json(&url, "/retrieve", &body, &[], timeout_ms)?;
+            let reply: SearchR1Reply = post_json(url, "/retrieve", &body, &[], timeout_ms)?;
             reply
                 .result
                 .into_iter()
@@ -43,7 +60,7 @@ impl Search for HttpSearch {
         } else {
             let body = serde_json::json!({"query": queries, "top_n": top_k});
             let reply: Vec<Vec<Document>> =
-                post_json(&url, "/batch_search", &body, &[], timeout_ms)?;
+                post_json(url, "/batch_search", &body, &[], timeout_ms)?;
             reply
                 .into_iter()
                 .map(|docs| {

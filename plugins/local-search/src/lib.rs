@@ -4,12 +4,20 @@
 use research_sdk::config;
 use research_sdk::search::{Passage, Search, retriever};
 
-struct LocalSearch;
+struct LocalSearch {
+    /// The most passages one query may ask for.
+    max_top_k: u32,
+}
 
 impl Search for LocalSearch {
-    fn search(queries: Vec<String>, top_k: u32) -> Result<Vec<Vec<Passage>>, String> {
-        let max_top_k: u32 = config::get_parsed("max-top-k", 50)?;
-        let results = retriever::retrieve(&queries, top_k.min(max_top_k))?;
+    fn new() -> Result<Self, String> {
+        Ok(LocalSearch {
+            max_top_k: config::get_parsed("max-top-k", 50)?,
+        })
+    }
+
+    fn search(&self, queries: Vec<String>, top_k: u32) -> Result<Vec<Vec<Passage>>, String> {
+        let results = retriever::retrieve(&queries, top_k.min(self.max_top_k))?;
         if results.len() != queries.len() {
             return Err(format!(
                 "the retriever answered {} of {} queries",

@@ -13,7 +13,13 @@ use research_sdk::config;
 use research_sdk::judge::{Judge, Message};
 use serde::Deserialize;
 
-struct OpenAiJudge;
+struct OpenAiJudge {
+    url: String,
+    model: String,
+    timeout_ms: u64,
+    /// `Bearer <api-key>` when a key is set.
+    authorization: Option<String>,
+}
 
 #[derive(Deserialize)]
 struct Reply {
@@ -32,15 +38,28 @@ struct ReplyMessage {
 }
 
 impl Judge for OpenAiJudge {
-    fn complete(prompts: Vec<Vec<Message>>, max_tokens: u32) -> Result<Vec<String>, String> {
+    fn new() -> Result<Self, String> {
+        let url = config::get("url").ok_or("config `url` is not set")?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!(
+                "config `url` must start with http:// or https://, not `{url}`"
+            ));
+        }
+        Ok(OpenAiJudge {
+            url,
+            model: config::get_or("model", "judge"),
+            timeout_ms: config::get_parsed("timeout-ms", 60_000)?,
+            authorization: config::get("api-key").map(|key| format!("Bearer {key}")),
+        })
+    }
+
+    fn complete(&self, prompts: Vec<Vec<Message>>, max_tokens: u32) -> Result<Vec<String>, String> {
         if prompts.is_empty() {
             return Ok(Vec::new());
         }
-        let url = config::get("url").ok_or("config `url` is not set")?;
-        let model = config::get_or("model", "judge");
-        let timeout_ms: u64 = config::get_parsed("timeout-ms", 60_000)?;
-        let authorization = config::get("api-key").map(|key| format!("Bearer {key}"));
-        let headers: Vec<(&str, &str)> = authorization
+        let (url, model, timeout_ms) = (&self.url, &self.model, self.timeout_ms);
+        let headers: Vec<(&str, &str)> = self
+            .authorization
             .as_deref()
             .map(|value| vec![("authorization", value)])
             .unwrap_or_default();
@@ -56,7 +75,7 @@ impl Judge for OpenAiJudge {
                 "max_tokens": max_tokens,
                 "temperature": 0,
             });
-            let reply: Reply = post_json(&url, "/chat/completions", &body, &headers, timeout_ms)
+            let reply: Reply = post_json(url, "/chat/completions", &body, &headers, timeout_ms)
                 .map_err(|e| format!("prompt {index}: {e}"))?;
             let text = reply
                 .choices

@@ -10,17 +10,32 @@ const BASE: &str = "A conversation between User and Assistant. The user asks a q
 
 const SYSTEM: &str = "You are a helpful assistant that can solve the given question step by step with the help of the wikipedia search tool. Given a question, you need to first think about the reasoning process in the mind and then provide the answer. During thinking, you can invoke the wikipedia search tool to search for fact information about specific topics if needed. The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags respectively, and the search query and result are enclosed within <search> </search> and <result> </result> tags respectively. For example, <think> This is the reasoning process. </think> <search> search query here </search> <result> search result here </result> <think> This is the reasoning process. </think> <answer> The final answer is \\[ \\boxed{answer here} \\] </answer>. In the last part of the answer, the final exact answer is enclosed within \\boxed{} with latex format.";
 
-struct ResearchPrompt;
+/// `base`: one plain-text prompt; `instruct`: this system message and the question.
+enum ResearchPrompt {
+    Base,
+    Instruct { system: String },
+}
 
 impl Prompt for ResearchPrompt {
-    fn render(question: String) -> Result<Rendered, String> {
-        match config::get_choice("mode", &["instruct", "base"], "instruct")?.as_str() {
-            "base" => Ok(Rendered::Text(BASE.replacen("{prompt}", &question, 1))),
-            _ => Ok(Rendered::Chat(vec![
-                Message::system(config::get_or("system", SYSTEM)),
+    fn new() -> Result<Self, String> {
+        Ok(
+            match config::get_choice("mode", &["instruct", "base"], "instruct")?.as_str() {
+                "base" => ResearchPrompt::Base,
+                _ => ResearchPrompt::Instruct {
+                    system: config::get_or("system", SYSTEM),
+                },
+            },
+        )
+    }
+
+    fn render(&self, question: String) -> Result<Rendered, String> {
+        Ok(match self {
+            ResearchPrompt::Base => Rendered::Text(BASE.replacen("{prompt}", &question, 1)),
+            ResearchPrompt::Instruct { system } => Rendered::Chat(vec![
+                Message::system(system.clone()),
                 Message::user(question),
-            ])),
-        }
+            ]),
+        })
     }
 }
 

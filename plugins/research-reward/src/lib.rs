@@ -8,15 +8,23 @@
 use research_sdk::config;
 use research_sdk::reward::{Finish, Reward, RewardScore, Sample};
 
-struct ResearchReward;
+struct ResearchReward {
+    /// The model's assistant marker, set by the host when the model has a chat template.
+    marker: Option<String>,
+}
 
 impl Reward for ResearchReward {
-    fn score(sample: Sample) -> Result<RewardScore, String> {
-        let marker = config::get(config::ASSISTANT_MARKER);
+    fn new() -> Result<Self, String> {
+        Ok(ResearchReward {
+            marker: config::get(config::ASSISTANT_MARKER),
+        })
+    }
+
+    fn score(&self, sample: Sample) -> Result<RewardScore, String> {
         let (response, eos) = qa_scoring::research::as_reference_reads(
             &sample.response,
             matches!(sample.finish, Finish::Eos),
-            marker.as_deref(),
+            self.marker.as_deref(),
         );
         let scored = qa_scoring::research::score(response, eos, &sample.golden_answers);
         Ok(RewardScore::new(scored.total)

@@ -3,19 +3,30 @@
 
 pub use crate::types::Message;
 
-/// A completion backend. Implement it on a unit struct and export it with
+/// A completion backend: built once per instance from its settings. Export it with
 /// [`export_judge!`](crate::export_judge).
-pub trait Judge {
+pub trait Judge: Sized + Send + Sync + 'static {
+    /// Reads and checks the settings ([`crate::config`]); an error keeps the plugin from
+    /// loading.
+    fn new() -> Result<Self, String>;
+
     /// One completion per prompt, in order, each at most `max_tokens` tokens.
-    fn complete(prompts: Vec<Vec<Message>>, max_tokens: u32) -> Result<Vec<String>, String>;
+    fn complete(&self, prompts: Vec<Vec<Message>>, max_tokens: u32) -> Result<Vec<String>, String>;
 }
 
-/// Exports a type that implements [`Judge`] as this component's judge backend.
+/// Exports a type (any path) that implements [`Judge`] as this component's judge backend.
 #[macro_export]
 macro_rules! export_judge {
-    ($ty:ident) => {
+    ($ty:ty) => {
         const _: () = {
-            impl $crate::bindings::judge::exports::research::plugins::judge::Guest for $ty {
+            static PLUGIN: $crate::__private::Slot<$ty> = $crate::__private::Slot::new();
+            struct Export;
+            impl $crate::bindings::judge::Guest for Export {
+                fn init() -> ::core::result::Result<(), ::std::string::String> {
+                    PLUGIN.init(<$ty as $crate::judge::Judge>::new)
+                }
+            }
+            impl $crate::bindings::judge::exports::research::plugins::judge::Guest for Export {
                 fn complete(
                     prompts: ::std::vec::Vec<::std::vec::Vec<$crate::judge::Message>>,
                     max_tokens: u32,
@@ -23,10 +34,10 @@ macro_rules! export_judge {
                     ::std::vec::Vec<::std::string::String>,
                     ::std::string::String,
                 > {
-                    <$ty as $crate::judge::Judge>::complete(prompts, max_tokens)
+                    <$ty as $crate::judge::Judge>::complete(PLUGIN.get()?, prompts, max_tokens)
                 }
             }
-            $crate::bindings::judge::__export_judge_world!($ty with_types_in $crate::bindings::judge);
+            $crate::bindings::judge::__export_judge_world!(Export with_types_in $crate::bindings::judge);
         };
     };
 }

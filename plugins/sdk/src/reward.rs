@@ -5,12 +5,16 @@ pub use crate::bindings::reward::exports::research::plugins::reward::{
 };
 pub use crate::types::Finish;
 
-/// A reward function. Implement it on a unit struct and export it with
-/// [`export_reward!`](crate::export_reward).
-pub trait Reward {
+/// A reward function: built once per instance from its settings, then asked to score
+/// trajectories. Export it with [`export_reward!`](crate::export_reward).
+pub trait Reward: Sized + Send + Sync + 'static {
+    /// Reads and checks the settings ([`crate::config`]). An error names the setting and what
+    /// is wrong; the plugin then fails to load.
+    fn new() -> Result<Self, String>;
+
     /// Scores one trajectory. `total` must be finite; every component is logged by name.
     /// Return an error when the sample cannot be scored at all.
-    fn score(sample: Sample) -> Result<RewardScore, String>;
+    fn score(&self, sample: Sample) -> Result<RewardScore, String>;
 }
 
 impl RewardScore {
@@ -32,19 +36,26 @@ impl RewardScore {
     }
 }
 
-/// Exports a type that implements [`Reward`] as this component's reward.
+/// Exports a type (any path) that implements [`Reward`] as this component's reward.
 #[macro_export]
 macro_rules! export_reward {
-    ($ty:ident) => {
+    ($ty:ty) => {
         const _: () = {
-            impl $crate::bindings::reward::exports::research::plugins::reward::Guest for $ty {
+            static PLUGIN: $crate::__private::Slot<$ty> = $crate::__private::Slot::new();
+            struct Export;
+            impl $crate::bindings::reward::Guest for Export {
+                fn init() -> ::core::result::Result<(), ::std::string::String> {
+                    PLUGIN.init(<$ty as $crate::reward::Reward>::new)
+                }
+            }
+            impl $crate::bindings::reward::exports::research::plugins::reward::Guest for Export {
                 fn score(
                     sample: $crate::reward::Sample,
                 ) -> ::core::result::Result<$crate::reward::RewardScore, ::std::string::String> {
-                    <$ty as $crate::reward::Reward>::score(sample)
+                    <$ty as $crate::reward::Reward>::score(PLUGIN.get()?, sample)
                 }
             }
-            $crate::bindings::reward::__export_reward_world!($ty with_types_in $crate::bindings::reward);
+            $crate::bindings::reward::__export_reward_world!(Export with_types_in $crate::bindings::reward);
         };
     };
 }

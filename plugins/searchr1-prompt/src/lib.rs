@@ -8,7 +8,11 @@ const TEMPLATE: &str = "Answer the given question. You must conduct reasoning in
 struct SearchR1Prompt;
 
 impl Prompt for SearchR1Prompt {
-    fn render(question: String) -> Result<Rendered, String> {
+    fn new() -> Result<Self, String> {
+        Ok(SearchR1Prompt)
+    }
+
+    fn render(&self, question: String) -> Result<Rendered, String> {
         let mut question = question.trim().to_string();
         if !question.ends_with('?') {
             question.push('?');

@@ -11,35 +11,30 @@ use qa_scoring::{research, searchr1};
 use research_sdk::config;
 use research_sdk::parser::{Action, Parser, Passage};
 
-#[derive(Clone, Copy)]
-enum Dialect {
+/// The dialect of the `dialect` setting.
+enum TagParser {
     Research,
     SearchR1,
 }
 
-fn dialect() -> Dialect {
-    match config::get_choice("dialect", &["research", "searchr1"], "research") {
-        Ok(name) if name == "searchr1" => Dialect::SearchR1,
-        Ok(_) => Dialect::Research,
-        // The parser interface has no error channel: a bad setting is a plugin failure that
-        // the host reports with this message.
-        Err(message) => panic!("{message}"),
-    }
-}
-
-struct TagParser;
-
 impl Parser for TagParser {
-    fn stop_sequences() -> Vec<String> {
-        match dialect() {
-            Dialect::Research => vec!["</search>".to_string()],
-            Dialect::SearchR1 => vec!["</search>".to_string(), "</answer>".to_string()],
+    fn new() -> Result<Self, String> {
+        match config::get_choice("dialect", &["research", "searchr1"], "research")?.as_str() {
+            "searchr1" => Ok(TagParser::SearchR1),
+            _ => Ok(TagParser::Research),
         }
     }
 
-    fn parse(turn: String) -> Action {
-        match dialect() {
-            Dialect::Research => {
+    fn stop_sequences(&self) -> Vec<String> {
+        match self {
+            TagParser::Research => vec!["</search>".to_string()],
+            TagParser::SearchR1 => vec!["</search>".to_string(), "</answer>".to_string()],
+        }
+    }
+
+    fn parse(&self, turn: String) -> Action {
+        match self {
+            TagParser::Research => {
                 if let Some(query) = research::extract_query(&turn) {
                     return Action::Search(query);
                 }
@@ -51,7 +46,7 @@ impl Parser for TagParser {
                     None => Action::Continue,
                 }
             }
-            Dialect::SearchR1 => match searchr1::parse_turn(&turn) {
+            TagParser::SearchR1 => match searchr1::parse_turn(&turn) {
                 searchr1::TurnAction::Search(query) => Action::Search(query),
                 searchr1::TurnAction::Answer(answer) => Action::Answer(answer),
                 searchr1::TurnAction::Invalid => {
@@ -61,12 +56,12 @@ impl Parser for TagParser {
         }
     }
 
-    fn format_results(_query: String, passages: Vec<Passage>) -> String {
+    fn format_results(&self, _query: String, passages: Vec<Passage>) -> String {
         let contents: Vec<String> = passages.iter().map(Passage::contents).collect();
         let contents = contents.iter().map(String::as_str);
-        match dialect() {
-            Dialect::Research => research::format_results(contents),
-            Dialect::SearchR1 => searchr1::format_results(contents),
+        match self {
+            TagParser::Research => research::format_results(contents),
+            TagParser::SearchR1 => searchr1::format_results(contents),
         }
     }
 }

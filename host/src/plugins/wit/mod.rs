@@ -7,6 +7,7 @@
 
 pub mod since_v0_1_0;
 pub mod since_v0_2_0;
+pub mod since_v0_3_0;
 
 use super::types::PluginKind;
 use anyhow::{Result, bail};
@@ -14,13 +15,18 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// The contract versions this host can load, oldest first.
-pub const SUPPORTED_VERSIONS: &[&str] = &[since_v0_1_0::VERSION, since_v0_2_0::VERSION];
+pub const SUPPORTED_VERSIONS: &[&str] = &[
+    since_v0_1_0::VERSION,
+    since_v0_2_0::VERSION,
+    since_v0_3_0::VERSION,
+];
 
 /// The contract version a component speaks, read from the versioned names of its exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContractVersion {
     V0_1_0,
     V0_2_0,
+    V0_3_0,
 }
 
 impl ContractVersion {
@@ -29,6 +35,7 @@ impl ContractVersion {
         match self {
             ContractVersion::V0_1_0 => since_v0_1_0::VERSION,
             ContractVersion::V0_2_0 => since_v0_2_0::VERSION,
+            ContractVersion::V0_3_0 => since_v0_3_0::VERSION,
         }
     }
 }
@@ -88,6 +95,7 @@ fn match_version(version: &str) -> Option<ContractVersion> {
     match (major, minor) {
         ("0", "1") => Some(ContractVersion::V0_1_0),
         ("0", "2") => Some(ContractVersion::V0_2_0),
+        ("0", "3") => Some(ContractVersion::V0_3_0),
         _ => None,
     }
 }
@@ -119,7 +127,8 @@ mod tests {
         assert_eq!(match_version("0.1.7"), Some(ContractVersion::V0_1_0));
         assert_eq!(match_version("0.2.0"), Some(ContractVersion::V0_2_0));
         assert_eq!(match_version("0.2.3"), Some(ContractVersion::V0_2_0));
-        assert_eq!(match_version("0.3.0"), None);
+        assert_eq!(match_version("0.3.1"), Some(ContractVersion::V0_3_0));
+        assert_eq!(match_version("0.4.0"), None);
         assert_eq!(match_version("1.0.0"), None);
         assert_eq!(match_version(""), None);
     }
