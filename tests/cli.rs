@@ -1,7 +1,7 @@
 //! The `host` binary end to end: plugins list / check, reward (one response and case files),
 //! the custom reward example, and bad input.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

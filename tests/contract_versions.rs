@@ -3,7 +3,7 @@
 //! plugins, which the SDK builds against the newest version (0.3.0, whose `init` reads the
 //! settings once, when an instance starts).
 
-mod common;
+use crate::common;
 
 use research_host::plugins::guest_build::build_plugin_crate;
 use research_host::plugins::wit::ContractVersion;

@@ -1,7 +1,7 @@
 //! `host eval` end to end on the embedded tiny model and world: files, metrics, a killed
 //! evaluation continued to the same records, changed settings refused, bad data reported.
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! reproducible per seed and independent of the batch, stop sequences pause a sequence,
 //! appended observations resume it, and finished sequences leave the batch.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, Tensor};
 use research_host::model::tiny::{TINY, init_tiny};

@@ -1,7 +1,7 @@
 //! GGUF import: files written from tiny models (with llama.cpp's naming, Q/K permutation and
 //! tokenizer metadata) come back as the same model, for every supported tensor type.
 
-mod common;
+use crate::common;
 
 use common::gguf::write_gguf;
 

@@ -7,7 +7,7 @@
 //! a training run, where a failing call costs only its rollouts). Accepted as harmless: texts
 //! and component names made to break JSON lines or HTML, which the host writes escaped.
 
-mod common;
+use crate::common;
 
 use research_host::plugins::{
     Failure, Finish, LoadedPlugin, PluginError, RewardPlugin, RewardSample, discover,

@@ -3,7 +3,7 @@
 //! the model, token budget, temperature 0 and API key, verdicts read by the host's judge, and
 //! `host eval --judge-plugin` end to end.
 
-mod common;
+use crate::common;
 
 use research_host::eval::judge::{JudgeBackend, JudgeItem, PluginJudge, judge_all};
 use research_host::plugins::{JudgePlugin, LoadedPlugin, discover};

@@ -5,7 +5,7 @@
 //! closing line, and `host report --before` draws both phases on one timeline. Its GRPO phase
 //! raises the reward on the held-out questions; the same run at learning rate 0 does not.
 
-mod common;
+use crate::common;
 
 use common::succeed;
 use serde_json::Value;

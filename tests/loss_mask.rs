@@ -3,7 +3,7 @@
 //! to the gradient of `host sft`'s loss or of `host train`'s GRPO loss, while the generated
 //! tokens do.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use research_host::cli::train::{Environment, embedded_default_config, prepare_environment};

@@ -2,7 +2,7 @@
 //! gradient, finite differences agree, padding does not change results, log-probs batch like
 //! single sequences, checkpoints round-trip bit-exactly, and bad folders give clear errors.
 
-mod common;
+use crate::common;
 
 use candle_core::{D, DType, Device, Tensor};
 use research_host::model::tiny::{TAG_TOKENS, TINY, init_tiny};

@@ -2,7 +2,7 @@
 //! both server API shapes (Search-R1 `/retrieve`, ReSearch `/batch_search`) against a loopback
 //! responder.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};

@@ -1,7 +1,7 @@
 //! Parity with Hugging Face transformers: our logits for the tiny checkpoints against the
 //! reference values recorded by tests/parity/make_fixture.py (tests/data/parity.json).
 
-mod common;
+use crate::common;
 
 use candle_core::{D, DType, Device, Tensor};
 use research_host::model::tiny::{TINY, init_tiny};

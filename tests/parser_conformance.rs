@@ -1,6 +1,6 @@
 //! Tag parser (both dialects) and prompt templates, byte for byte as REFERENCE.md says.
 
-mod common;
+use crate::common;
 
 use research_host::plugins::{Action, Message, Passage, Rendered};
 

@@ -3,7 +3,7 @@
 //! handful of article summaries. Every stage runs, a second run reuses everything, and a missing
 //! wheel is named. The real downloads are not part of the tests.
 
-mod common;
+use crate::common;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};

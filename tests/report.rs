@@ -1,7 +1,7 @@
 //! `host report` on a fixture run folder: every chart is a real PNG with the data drawn in it,
 //! the HTML page embeds them and carries the before/after table; bad folders are named.
 
-mod common;
+use crate::common;
 
 use common::{host_command, output_text as text, repo_root};
 use std::path::PathBuf;

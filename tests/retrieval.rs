@@ -2,7 +2,7 @@
 //! (exact, scan and ANN), embedder checks, incremental add, bad corpus lines, and a build killed
 //! mid-way then resumed.
 
-mod common;
+use crate::common;
 
 use common::{corpus_slice, tiny_embedder, write_test_corpus};
 use research_host::data::corpus::OnBadRecord;

@@ -1,7 +1,7 @@
 //! The reference reward plugins, called through the real runtime, against table-driven cases
 //! whose expected totals come from the reference Python code (tests/parity/reward_reference.py).
 
-mod common;
+use crate::common;
 
 use research_host::plugins::{Finish, RewardPlugin, RewardSample};
 

@@ -2,7 +2,7 @@
 //! bounded load test, and the shipped http-search plugin against it (both APIs, and refused
 //! without its network capability).
 
-mod common;
+use crate::common;
 
 use common::{tiny_embedder, write_test_corpus};
 use research_host::plugins::Passage;

@@ -1,7 +1,7 @@
 //! `host train` end to end: the embedded default, checkpoints and exact resumption (also after
 //! SIGKILL), learning on a toy reward, a plugin that traps mid-rollout, and bad input.
 
-mod common;
+use crate::common;
 
 use research_host::run_metrics::MetricsLine;
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! SIGKILL is line-identical), teacher transcripts and rewarded rollouts as sources, bad input
 //! named by file and line, and the loss mask of a model scripted to always search.
 
-mod common;
+use crate::common;
 
 use research_host::rollout::{SegmentKind, Trajectory};
 use serde_json::Value;
