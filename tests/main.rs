@@ -17,14 +17,14 @@ mod model;
 mod network_plugins;
 mod parity;
 mod parser_conformance;
-/// The answer-scoring rules, natively (the module is not named after the `qa_scoring` crate
-/// it tests, so the crate's name stays unambiguous).
-#[path = "qa_scoring.rs"]
-mod scoring_rules;
 mod quickstart;
 mod report;
 mod retrieval;
 mod reward_conformance;
+/// The answer-scoring rules, natively (the module is not named after the `qa_scoring` crate
+/// it tests, so the crate's name stays unambiguous).
+#[path = "qa_scoring.rs"]
+mod scoring_rules;
 mod server;
 mod train;
 mod warm_start;

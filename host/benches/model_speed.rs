@@ -15,8 +15,8 @@
 //! `host/benches/model_speed.sh` runs it beside PyTorch + transformers on the same weights.
 
 use candle_core::{DType, Device, Tensor, Var};
-use research_host::grpo::inplace::accumulate;
 use research_host::grpo::optim::{AdamW, AdamWSettings};
+use research_host::kernels::inplace::accumulate;
 use research_host::model::{Engine, PaddedBatch, SamplingParams, StopRules, load_model};
 use research_host::plugins::Message;
 use std::collections::BTreeMap;
@@ -121,7 +121,7 @@ fn main() -> anyhow::Result<()> {
         for rows in [1usize, 5, 8, 12, 16, 24] {
             let x = vec![0.01f32; rows * k];
             let ours = best_of(&|| {
-                std::hint::black_box(research_host::model::skinny::matmul_transposed(
+                std::hint::black_box(research_host::kernels::skinny::matmul_transposed(
                     &x, rows, &weights, n, k,
                 ));
             });

@@ -5,7 +5,6 @@ pub mod advantages;
 pub mod assets;
 pub mod config;
 pub mod guards;
-pub mod inplace;
 pub mod loss;
 pub mod optim;
 pub mod run_dir;

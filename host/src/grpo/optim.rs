@@ -1,6 +1,6 @@
 //! AdamW with a saveable state, global grad-norm clipping and the learning-rate schedule.
 
-use super::inplace;
+use crate::kernels::inplace;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};

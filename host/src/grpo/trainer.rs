@@ -717,7 +717,7 @@ impl Trainer {
                     let store = loss.backward()?;
                     for (name, var) in &self.params {
                         if let Some(grad) = store.get(var.as_tensor()) {
-                            super::inplace::accumulate(&mut grads, name, grad)?;
+                            crate::kernels::inplace::accumulate(&mut grads, name, grad)?;
                         }
                     }
                 }

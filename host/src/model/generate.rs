@@ -12,7 +12,7 @@
 use super::tokenizer::ModelTokenizer;
 use super::transformer::{KvCache, Policy};
 use super::worker::on_worker;
-use crate::vector_math;
+use crate::kernels::vector_math;
 use anyhow::{Result, bail};
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};

@@ -1,7 +1,7 @@
 //! Log-probabilities and entropy of response tokens under the policy, for padded batches.
 
-use super::fused;
 use super::transformer::Policy;
+use crate::kernels::fused;
 use anyhow::{Result, bail};
 use candle_core::{D, DType, Tensor};
 

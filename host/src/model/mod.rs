@@ -2,19 +2,14 @@
 //! with a differentiable training forward and a fused generation forward, tokenizer and chat
 //! template, log-probs, checkpoints, and tiny random models for tests.
 
-pub mod causal_attention;
 pub mod checkpoint;
 pub mod config;
-pub mod decode_attention;
 pub mod device;
 pub mod fetch;
-pub mod fused;
 pub mod generate;
 pub mod gguf;
 pub mod loader;
 pub mod logprobs;
-mod matrix;
-pub mod skinny;
 pub mod tiny;
 pub mod tokenizer;
 pub mod transformer;

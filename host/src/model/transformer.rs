@@ -3,7 +3,7 @@
 //!
 //! - [`Policy::forward_train`]: full sequences, causal + padding mask, built only from ops
 //!   with a backward, so every weight gets its gradient: on CPU f32 the fused ops of
-//!   [`fused`] and [`super::causal_attention`] (each one graph node with its own backward),
+//!   [`fused`] and [`causal_attention`](crate::kernels::causal_attention) (each one graph node with its own backward),
 //!   elsewhere candle's ops (plain softmax, RMS norm and rotary embedding written out);
 //! - [`Policy::forward_step`]: generation with fused ops (`softmax_last_dim`, `rms_norm`,
 //!   `rope`) and a KV cache.
@@ -11,11 +11,11 @@
 //! The weights are [`candle_core::Var`]s in a [`VarMap`] keyed by their Hugging Face names, so
 //! an optimiser can update them in place and checkpoints keep the HF layout.
 
-use super::causal_attention::causal_attention;
 use super::config::ModelConfig;
-use super::fused;
-use super::skinny;
 use super::worker::on_worker;
+use crate::kernels::causal_attention::causal_attention;
+use crate::kernels::fused;
+use crate::kernels::skinny;
 use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::VarMap;
@@ -569,7 +569,7 @@ impl Policy {
 
 /// Attention of the decode batch's new tokens `q` [batch, heads, 1, head_dim] over layer
 /// `layer` of their caches (the new keys already appended), in one parallel pass through
-/// [`super::decode_attention`]. `None` when the tensors are not CPU f32 (the caller then runs the
+/// [`crate::kernels::decode_attention`]. `None` when the tensors are not CPU f32 (the caller then runs the
 /// tensor-op path).
 fn batched_decode_attention(
     layer: usize,

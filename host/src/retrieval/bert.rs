@@ -3,12 +3,12 @@
 //! - each projection is one 2-D matrix product over all tokens of the batch (weights stored
 //!   transposed and contiguous; query, key and value fused into one product);
 //! - candle's fused layer norm; biases added in place together with the GELU or the residual
-//!   connection, and the attention softmax with the padding bias in one pass ([`super::bert_ops`],
+//!   connection, and the attention softmax with the padding bias in one pass ([`crate::kernels::bert_ops`],
 //!   on CPU f32; GELU with a vectorised erf, |error| < 1e-6).
 //!
 //! `tests/retrieval.rs` checks it against candle's stock BERT.
 
-use super::bert_ops;
+use crate::kernels::bert_ops;
 use anyhow::{Context, Result};
 use candle_core::{D, Tensor};
 use candle_nn::VarBuilder;

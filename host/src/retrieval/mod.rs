@@ -2,12 +2,10 @@
 //! one LMDB environment), search, and the HTTP server that speaks Search-R1's and ReSearch's APIs.
 
 pub mod bert;
-pub mod bert_ops;
 pub mod embedder;
 pub mod index;
 pub mod ingest;
 pub mod scan;
 pub mod search;
 pub mod server;
-pub mod sign_codes;
 pub mod tiny;

@@ -226,7 +226,7 @@ impl SftTrainer {
             let store = loss.backward()?;
             for (name, var) in &self.params {
                 if let Some(grad) = store.get(var.as_tensor()) {
-                    crate::grpo::inplace::accumulate(&mut grads, name, grad)?;
+                    crate::kernels::inplace::accumulate(&mut grads, name, grad)?;
                 }
             }
         }

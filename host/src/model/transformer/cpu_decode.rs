@@ -11,8 +11,8 @@
 //! on what else is in the batch.
 
 use super::{KvCache, Layer, LayerCache, Policy};
-use crate::model::decode_attention::{CacheView, Segment, decode_attention};
-use crate::model::skinny;
+use crate::kernels::decode_attention::{CacheView, Segment, decode_attention};
+use crate::kernels::skinny;
 use anyhow::{Context, Result, bail};
 use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Storage, Tensor};
 use parking_lot::RwLockReadGuard;
@@ -335,7 +335,7 @@ impl InplaceOp1 for WriteToken<'_> {
     }
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let data = crate::grpo::inplace::slice_mut(storage, layout)?;
+        let data = crate::kernels::inplace::slice_mut(storage, layout)?;
         for (head, row) in self.rows.chunks_exact(self.head_dim).enumerate() {
             let at = (head * self.capacity + self.position) * self.head_dim;
             data.get_mut(at..at + self.head_dim)

@@ -5,6 +5,172 @@
 //! A new contract version adds a module here; older modules stay, so older plugins keep
 //! loading.
 
+/// The host side of a contract version whose `types` are 0.1.0's and whose kinds' records have
+/// 0.2.0's shapes (0.2.0 and 0.3.0): `add_to_linker`, the `config` and `retriever` imports, and
+/// one function per kind call converting to and from the host's types. Each version module
+/// invokes it over its own generated bindings (`reward`, `prompt`, `parser`, `search`, `judge`),
+/// which the paths inside resolve to.
+macro_rules! kind_calls {
+    () => {
+        use v0_1_0::reward::research::plugins::types as wit;
+
+        /// Adds this version's host interfaces (`config`, `retriever`) to `linker`.
+        pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+            reward::research::plugins::config::add_to_linker::<HostState, HasSelf<HostState>>(
+                linker,
+                |state| state,
+            )?;
+            search::research::plugins::retriever::add_to_linker::<HostState, HasSelf<HostState>>(
+                linker,
+                |state| state,
+            )?;
+            Ok(())
+        }
+
+        impl reward::research::plugins::config::Host for HostState {
+            fn get(&mut self, key: String) -> Option<String> {
+                self.config.get(&key).cloned()
+            }
+
+            fn keys(&mut self) -> Vec<String> {
+                self.config.keys().cloned().collect()
+            }
+        }
+
+        impl search::research::plugins::retriever::Host for HostState {
+            fn retrieve(
+                &mut self,
+                queries: Vec<String>,
+                top_k: u32,
+            ) -> Result<Vec<Vec<wit::Passage>>, String> {
+                v0_1_0::retrieve_for_guest(self, &queries, top_k)
+            }
+        }
+
+        /// `reward.score`.
+        pub fn score(
+            plugin: &reward::RewardPlugin,
+            store: &mut Store<HostState>,
+            sample: &host::RewardSample,
+        ) -> wasmtime::Result<Result<host::RewardScore, String>> {
+            use reward::exports::research::plugins::reward::Sample;
+            let sample = Sample {
+                question: sample.question.clone(),
+                golden_answers: sample.golden_answers.clone(),
+                response: sample.response.clone(),
+                finish: v0_1_0::finish_to_wit(&sample.finish),
+                num_searches: sample.num_searches,
+                metadata: sample.metadata.clone(),
+            };
+            let result = plugin
+                .research_plugins_reward()
+                .call_score(store, &sample)?;
+            Ok(result.map(|score| host::RewardScore {
+                total: score.total,
+                components: score
+                    .components
+                    .into_iter()
+                    .map(|c| (c.name, c.value))
+                    .collect(),
+            }))
+        }
+
+        /// `prompt.render`.
+        pub fn render(
+            plugin: &prompt::PromptPlugin,
+            store: &mut Store<HostState>,
+            question: &str,
+        ) -> wasmtime::Result<Result<host::Rendered, String>> {
+            use prompt::exports::research::plugins::prompt::Rendered;
+            let result = plugin
+                .research_plugins_prompt()
+                .call_render(store, question)?;
+            Ok(result.map(|rendered| match rendered {
+                Rendered::Text(text) => host::Rendered::Text(text),
+                Rendered::Chat(messages) => host::Rendered::Chat(
+                    messages.into_iter().map(v0_1_0::message_from_wit).collect(),
+                ),
+            }))
+        }
+
+        /// `parser.stop-sequences`.
+        pub fn stop_sequences(
+            plugin: &parser::ParserPlugin,
+            store: &mut Store<HostState>,
+        ) -> wasmtime::Result<Vec<String>> {
+            plugin.research_plugins_parser().call_stop_sequences(store)
+        }
+
+        /// `parser.parse`.
+        pub fn parse(
+            plugin: &parser::ParserPlugin,
+            store: &mut Store<HostState>,
+            turn: &str,
+        ) -> wasmtime::Result<host::Action> {
+            use parser::exports::research::plugins::parser::Action;
+            let action = plugin.research_plugins_parser().call_parse(store, turn)?;
+            Ok(match action {
+                Action::Search(query) => host::Action::Search(query),
+                Action::Answer(answer) => host::Action::Answer(answer),
+                Action::Continue => host::Action::Continue,
+                Action::Invalid(feedback) => host::Action::Invalid(feedback),
+            })
+        }
+
+        /// `parser.format-results`.
+        pub fn format_results(
+            plugin: &parser::ParserPlugin,
+            store: &mut Store<HostState>,
+            query: &str,
+            passages: &[host::Passage],
+        ) -> wasmtime::Result<String> {
+            let passages: Vec<wit::Passage> = passages
+                .iter()
+                .cloned()
+                .map(v0_1_0::passage_to_wit)
+                .collect();
+            plugin
+                .research_plugins_parser()
+                .call_format_results(store, query, &passages)
+        }
+
+        /// `search.search`.
+        pub fn search(
+            plugin: &search::SearchPlugin,
+            store: &mut Store<HostState>,
+            queries: &[String],
+            top_k: u32,
+        ) -> wasmtime::Result<Result<Vec<Vec<host::Passage>>, String>> {
+            let result = plugin
+                .research_plugins_search()
+                .call_search(store, queries, top_k)?;
+            Ok(result.map(v0_1_0::passage_lists_from_wit))
+        }
+
+        /// `judge.complete`.
+        pub fn complete(
+            plugin: &judge::JudgePlugin,
+            store: &mut Store<HostState>,
+            prompts: &[Vec<host::Message>],
+            max_tokens: u32,
+        ) -> wasmtime::Result<Result<Vec<String>, String>> {
+            let prompts: Vec<Vec<wit::Message>> = prompts
+                .iter()
+                .map(|messages| {
+                    messages
+                        .iter()
+                        .cloned()
+                        .map(v0_1_0::message_to_wit)
+                        .collect()
+                })
+                .collect();
+            plugin
+                .research_plugins_judge()
+                .call_complete(store, &prompts, max_tokens)
+        }
+    };
+}
+
 pub mod since_v0_1_0;
 pub mod since_v0_2_0;
 pub mod since_v0_3_0;

@@ -16,7 +16,7 @@
 //!   the same `gemm` kernels as candle's matmul.
 
 use super::matrix::{Operand, product};
-use crate::vector_math;
+use crate::kernels::vector_math;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 

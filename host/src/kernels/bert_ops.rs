@@ -1,11 +1,13 @@
 //! In-place f32 CPU steps of the BERT encoder's forward pass, each one pass over its tensor
 //! where the composed candle ops take two or three (and allocate a tensor per step): bias +
 //! GELU, bias + residual, and the attention softmax with the padding bias. The maths is in
-//! [`crate::vector_math`]; [`applies`] says when these kernels can be used (other devices and
+//! [`crate::kernels::vector_math`]; [`applies`] says when these kernels can be used (other devices and
 //! dtypes keep candle's ops).
 
-use crate::grpo::inplace::{operand, slice_mut};
-use crate::vector_math::{bias_gelu_in_place, bias_residual_in_place, softmax_with_bias_in_place};
+use crate::kernels::inplace::{operand, slice_mut};
+use crate::kernels::vector_math::{
+    bias_gelu_in_place, bias_residual_in_place, softmax_with_bias_in_place,
+};
 use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor};
 use rayon::prelude::*;
 

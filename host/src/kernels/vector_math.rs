@@ -24,7 +24,7 @@ macro_rules! with_avx2 {
         fn wide($($arg: $ty),*) $(-> $ret)? $body
         fn narrow($($arg: $ty),*) $(-> $ret)? $body
         #[cfg(target_arch = "x86_64")]
-        if $crate::vector_math::has_avx2() {
+        if $crate::kernels::vector_math::has_avx2() {
             // SAFETY: the CPU supports AVX2 (checked just above).
             return unsafe { wide($($arg),*) };
         }

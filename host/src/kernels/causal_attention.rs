@@ -17,7 +17,7 @@
 
 use super::fused::f32_data;
 use super::matrix::{Operand, product_into};
-use crate::vector_math;
+use crate::kernels::vector_math;
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -453,7 +453,7 @@ impl CustomOp3 for CausalAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fused::tests::{max_difference, random};
+    use crate::kernels::fused::tests::{max_difference, random};
     use candle_core::{D, Var};
 
     /// The composed ops the training forward used before: heads first, kv heads repeated for

@@ -235,7 +235,7 @@ fn attend_with(
             at += count;
         }
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let total = crate::vector_math::exp_in_place(row, max);
+        let total = crate::kernels::vector_math::exp_in_place(row, max);
         for weight in row.iter_mut() {
             *weight /= total;
         }

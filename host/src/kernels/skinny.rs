@@ -102,7 +102,7 @@ fn task_outputs(y: &mut [f32], start: usize, rows: usize, n: usize) -> Vec<Stret
 /// [n, k]; returns [m, n]. Each parallel task multiplies a run of gate rows and the same run of
 /// up rows and applies the activation to the stretch it has just produced, while it is in its
 /// core's cache: no separate pass over the two products, and neither is handed between
-/// threads. Equal, bit for bit, to [`crate::vector_math::silu_times`] of the two products.
+/// threads. Equal, bit for bit, to [`crate::kernels::vector_math::silu_times`] of the two products.
 pub fn matmul_swiglu(x: &[f32], m: usize, gate: &[f32], up: &[f32], k: usize) -> Vec<f32> {
     assert_eq!(x.len(), m * k, "x must be [m, k]");
     assert!(
@@ -141,7 +141,11 @@ pub fn matmul_swiglu(x: &[f32], m: usize, gate: &[f32], up: &[f32], k: usize) ->
             );
             for (r, out) in outs.into_iter().enumerate() {
                 let stretch = r * count..(r + 1) * count;
-                crate::vector_math::silu_times_into(&gated[stretch.clone()], &upped[stretch], out);
+                crate::kernels::vector_math::silu_times_into(
+                    &gated[stretch.clone()],
+                    &upped[stretch],
+                    out,
+                );
             }
         });
     }
@@ -697,7 +701,7 @@ mod tests {
                 let gate = values(n * k, 5 + n as u32);
                 let up = values(n * k, 9 + n as u32);
                 let fused = matmul_swiglu(&x, m, &gate, &up, k);
-                let apart = crate::vector_math::silu_times(
+                let apart = crate::kernels::vector_math::silu_times(
                     &matmul_transposed(&x, m, &gate, n, k),
                     &matmul_transposed(&x, m, &up, n, k),
                 );
