@@ -41,6 +41,16 @@ impl MetricsLine {
         }
     }
 
+    /// The step of a line without reading the rest of it (what truncating a run's metrics
+    /// needs); `None` when the line is not a JSON object with a numeric `step`.
+    pub fn step_of(line: &str) -> Option<u64> {
+        #[derive(Deserialize)]
+        struct StepField {
+            step: u64,
+        }
+        serde_json::from_str::<StepField>(line).ok().map(|s| s.step)
+    }
+
     /// The line as written to the file (one JSON object, no newline).
     pub fn to_json(&self) -> Result<String> {
         Ok(serde_json::to_string(self)?)

@@ -244,7 +244,7 @@ impl RunDir {
         let text = std::fs::read_to_string(&path)?;
         let mut kept = String::new();
         for line in text.lines() {
-            if MetricsLine::parse(line).is_ok_and(|m| m.step() <= step) {
+            if MetricsLine::step_of(line).is_some_and(|s| s <= step) {
                 kept.push_str(line);
                 kept.push('\n');
             }
