@@ -15,12 +15,13 @@ use std::sync::OnceLock;
 
 /// A tiny model of `arch` (seed 7), written once per test binary.
 fn tiny_dir(arch: Architecture) -> &'static PathBuf {
-    static QWEN: OnceLock<PathBuf> = OnceLock::new();
+    static QWEN2: OnceLock<PathBuf> = OnceLock::new();
+    static QWEN3: OnceLock<PathBuf> = OnceLock::new();
     static LLAMA: OnceLock<PathBuf> = OnceLock::new();
-    let cell = if arch == Architecture::Qwen2 {
-        &QWEN
-    } else {
-        &LLAMA
+    let cell = match arch {
+        Architecture::Qwen2 => &QWEN2,
+        Architecture::Qwen3 => &QWEN3,
+        Architecture::Llama => &LLAMA,
     };
     cell.get_or_init(|| {
         let dir = common::repo_root()
@@ -84,6 +85,10 @@ fn tiny_init_is_deterministic_and_has_tag_tokens() {
     let dim_leftovers = std::fs::read_dir(dir.path()).unwrap().count();
     assert_eq!(dim_leftovers, 3, "no temporary folders are left behind");
 }
+
+/// How far bf16 logits of the tiny models may be from f32 ones: bf16 keeps 8 bits of
+/// mantissa, so each op rounds by up to 0.4 % of its values.
+const BF16_LOGITS: f32 = 0.08;
 
 fn paths_agree(arch: Architecture) {
     let model = load(arch, DType::F32);
@@ -162,11 +167,60 @@ fn paths_agree(arch: Architecture) {
         diff <= 1e-4,
         "{arch:?}: batched decode row 0 differs by {diff}"
     );
+    // The same layer description through candle's composed training ops (f64 does not take
+    // the fused ones).
+    let wide = load(arch, DType::F64);
+    let composed = wide
+        .policy
+        .forward_train(&input, &mask)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    let diff = common::max_abs_diff(&train, &composed);
+    assert!(
+        diff <= 1e-4,
+        "{arch:?}: fused vs composed training logits differ by {diff}"
+    );
+    // Generation through candle's tensor ops in bf16 (the dtype users pick on a GPU), within
+    // bf16's rounding: prefill, then the batched decode step.
+    let half = load(arch, DType::BF16);
+    let (mut a, mut b) = (KvCache::default(), KvCache::default());
+    let prefill = half.policy.forward_step(&tokens[..n - 1], &mut a).unwrap();
+    half.policy
+        .forward_step(&other[..other.len() - 1], &mut b)
+        .unwrap();
+    let prefill = prefill.to_dtype(DType::F32).unwrap();
+    let diff = common::max_abs_diff(&prefill, &train.narrow(0, 0, n - 1).unwrap());
+    assert!(
+        diff <= BF16_LOGITS,
+        "{arch:?}: bf16 prefill differs from training by {diff}"
+    );
+    let decoded = half
+        .policy
+        .forward_decode(
+            &[tokens[n - 1], other[other.len() - 1]],
+            &mut [&mut a, &mut b],
+        )
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    let diff = common::max_abs_diff(&decoded, &batched);
+    assert!(
+        diff <= BF16_LOGITS,
+        "{arch:?}: bf16 batched decode differs by {diff}"
+    );
 }
 
 #[test]
 fn training_and_generation_paths_agree_qwen2() {
     paths_agree(Architecture::Qwen2);
+}
+
+#[test]
+fn training_and_generation_paths_agree_qwen3() {
+    paths_agree(Architecture::Qwen3);
 }
 
 #[test]
@@ -239,7 +293,9 @@ fn every_parameter_gets_a_gradient(arch: Architecture) {
     );
     assert_eq!(
         vars.len(),
-        research_host::model::transformer::parameter_shapes(model.policy.config()).len()
+        research_host::model::transformer::parameter_shapes(model.policy.config())
+            .unwrap()
+            .len()
     );
 }
 
@@ -249,13 +305,22 @@ fn every_parameter_gets_a_gradient_qwen2() {
 }
 
 #[test]
+fn every_parameter_gets_a_gradient_qwen3() {
+    every_parameter_gets_a_gradient(Architecture::Qwen3);
+}
+
+#[test]
 fn every_parameter_gets_a_gradient_llama() {
     every_parameter_gets_a_gradient(Architecture::Llama);
 }
 
 #[test]
 fn gradients_match_finite_differences() {
-    for arch in [Architecture::Qwen2, Architecture::Llama] {
+    for arch in [
+        Architecture::Qwen2,
+        Architecture::Qwen3,
+        Architecture::Llama,
+    ] {
         let model = load(arch, DType::F64);
         let batch = PaddedBatch::new(&[ids(&model, TEXT)], 0, &Device::Cpu).unwrap();
         let loss_of = |m: &LoadedModel| -> Tensor {
@@ -267,7 +332,7 @@ fn gradients_match_finite_differences() {
                 .unwrap()
         };
         let grads = loss_of(&model).backward().unwrap();
-        let probes = [
+        let mut probes = vec![
             ("model.layers.0.self_attn.q_proj.weight", 5usize),
             ("model.layers.1.self_attn.k_proj.weight", 17),
             ("model.layers.0.mlp.gate_proj.weight", 100),
@@ -275,6 +340,10 @@ fn gradients_match_finite_differences() {
             ("model.layers.0.input_layernorm.weight", 3),
             ("model.norm.weight", 9),
         ];
+        if arch == Architecture::Qwen3 {
+            probes.push(("model.layers.0.self_attn.q_norm.weight", 4));
+            probes.push(("model.layers.1.self_attn.k_norm.weight", 11));
+        }
         for (name, index) in probes {
             let var = model
                 .policy
@@ -417,7 +486,11 @@ fn padding_does_not_change_real_positions_and_logprobs_batch_like_single_sequenc
 
 #[test]
 fn checkpoints_round_trip_bit_exactly_and_replace_atomically() {
-    for arch in [Architecture::Qwen2, Architecture::Llama] {
+    for arch in [
+        Architecture::Qwen2,
+        Architecture::Qwen3,
+        Architecture::Llama,
+    ] {
         let model = load(arch, DType::F32);
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("step-1");

@@ -1,11 +1,13 @@
-//! Parity with Hugging Face transformers: our logits for the tiny checkpoints against the
-//! reference values recorded by tests/parity/make_fixture.py (tests/data/parity.json).
+//! Parity with Hugging Face transformers: our logits for the tiny checkpoints of every
+//! architecture, through the training forward and through the generation paths (prefill,
+//! then the decode step), against the reference values recorded by
+//! tests/parity/make_fixture.py (tests/data/parity.json).
 
 use crate::common;
 
 use candle_core::{D, DType, Device, Tensor};
 use research_host::model::tiny::{TINY, init_tiny};
-use research_host::model::{Architecture, load_model};
+use research_host::model::{Architecture, KvCache, load_model};
 use sha2::{Digest, Sha256};
 
 #[derive(serde::Deserialize)]
@@ -39,7 +41,8 @@ fn sha256(path: &std::path::Path) -> String {
 fn our_logits_match_hf_transformers() {
     let text = std::fs::read_to_string(common::repo_root().join("tests/data/parity.json")).unwrap();
     let fixture: Fixture = serde_json::from_str(&text).unwrap();
-    assert_eq!(fixture.models.len(), 2);
+    let archs: Vec<&str> = fixture.models.iter().map(|m| m.arch.as_str()).collect();
+    assert_eq!(archs, ["qwen2", "llama", "qwen3"]);
     for case in &fixture.models {
         let arch: Architecture = case.arch.parse().unwrap();
         let dir = common::repo_root()
@@ -68,37 +71,58 @@ fn our_logits_match_hf_transformers() {
                 .unsqueeze(0)
                 .unwrap();
             let mask = Tensor::ones((1, n), DType::U8, &Device::Cpu).unwrap();
-            let logits = model
+            let training = model
                 .policy
                 .forward_train(&ids, &mask)
                 .unwrap()
                 .squeeze(0)
                 .unwrap();
-            let last: Vec<f32> = logits.get(n - 1).unwrap().to_vec1().unwrap();
-            let worst = last
-                .iter()
-                .zip(&input.last_logits)
-                .map(|(ours, theirs)| (*ours as f64 - theirs).abs())
-                .fold(0.0, f64::max);
-            assert!(
-                worst <= 1e-4,
-                "{arch:?} last-position logits differ from transformers {} by {worst}",
-                fixture.transformers
-            );
-            let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap();
-            for t in 0..n - 1 {
-                let ours = log_probs
-                    .get(t)
-                    .unwrap()
-                    .get(input.ids[t + 1] as usize)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap() as f64;
-                let diff = (ours - input.next_logprobs[t]).abs();
-                assert!(
-                    diff <= 1e-4,
-                    "{arch:?} log-prob at position {t} differs by {diff}"
+            // The generation paths: half the text as a prefill, then one token at a time
+            // through the decode step.
+            let half = n / 2;
+            let mut cache = KvCache::default();
+            let mut steps = vec![
+                model
+                    .policy
+                    .forward_step(&input.ids[..half], &mut cache)
+                    .unwrap(),
+            ];
+            for &token in &input.ids[half..] {
+                steps.push(
+                    model
+                        .policy
+                        .forward_decode(&[token], &mut [&mut cache])
+                        .unwrap(),
                 );
+            }
+            let generation = Tensor::cat(&steps, 0).unwrap();
+            for (path, logits) in [("training", training), ("generation", generation)] {
+                let last: Vec<f32> = logits.get(n - 1).unwrap().to_vec1().unwrap();
+                let worst = last
+                    .iter()
+                    .zip(&input.last_logits)
+                    .map(|(ours, theirs)| (*ours as f64 - theirs).abs())
+                    .fold(0.0, f64::max);
+                assert!(
+                    worst <= 1e-4,
+                    "{arch:?} {path} last-position logits differ from transformers {} by {worst}",
+                    fixture.transformers
+                );
+                let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap();
+                for t in 0..n - 1 {
+                    let ours = log_probs
+                        .get(t)
+                        .unwrap()
+                        .get(input.ids[t + 1] as usize)
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap() as f64;
+                    let diff = (ours - input.next_logprobs[t]).abs();
+                    assert!(
+                        diff <= 1e-4,
+                        "{arch:?} {path} log-prob at position {t} differs by {diff}"
+                    );
+                }
             }
         }
     }

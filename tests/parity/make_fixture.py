@@ -7,7 +7,7 @@ venv at ~/.cache/research-host/venv):
     cargo build --bin host
     ~/.cache/research-host/venv/bin/python tests/parity/make_fixture.py
 
-It creates the tiny Qwen2 and Llama checkpoints with `host model init` (fixed seeds), runs them
+It creates the tiny Qwen2, Llama and Qwen3 checkpoints with `host model init` (fixed seeds), runs them
 through transformers in float32 and writes tests/data/parity.json: the input ids, the
 log-probability of every next token and the full logits of the last position, plus the SHA-256
 of the checkpoint files so that the Rust test (tests/parity.rs) knows it compares the same
@@ -25,7 +25,7 @@ import transformers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 ROOT = Path(__file__).resolve().parents[2]
-MODELS = [("qwen2", 1), ("llama", 2)]
+MODELS = [("qwen2", 1), ("llama", 2), ("qwen3", 3)]
 INPUTS = [
     "<think> The capital of France is Paris. </think> <answer> Paris </answer>",
     "<|im_start|>user\nWho wrote Hamlet?<|im_end|>\n<|im_start|>assistant\n<search> author of Hamlet </search>",

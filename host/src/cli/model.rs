@@ -40,7 +40,7 @@ writes a 494 M-parameter random model shaped like Qwen2.5-0.5B (2 GB) for benchm
         /// Tokens the trained tokenizer aims for [default: the size's].
         #[arg(long, conflicts_with = "tokenizer")]
         vocab: Option<usize>,
-        /// RoPE base [default: the architecture's: Qwen2 1000000, else 10000].
+        /// RoPE base [default: the architecture's: Qwen2 and Qwen3 1000000, Llama 10000].
         #[arg(long)]
         rope_theta: Option<f64>,
     },
@@ -113,7 +113,7 @@ pub fn run(command: ModelCommand) -> Result<ExitCode> {
             };
             init_random(arch, shape, seed, source, &out)?;
             let config = read_config(&out)?;
-            let params: usize = crate::model::transformer::parameter_shapes(&config)
+            let params: usize = crate::model::transformer::parameter_shapes(&config)?
                 .iter()
                 .map(|(_, shape)| shape.iter().product::<usize>())
                 .sum();

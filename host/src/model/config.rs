@@ -1,5 +1,5 @@
-//! `config.json` of a Hugging Face model folder, for the architectures we run (Qwen2 / Qwen2.5
-//! and Llama, e.g. SmolLM2).
+//! `config.json` of a Hugging Face model folder, for the architectures we run (Qwen2 / Qwen2.5,
+//! Qwen3 and Llama, e.g. SmolLM2).
 
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "lowercase")]
 pub enum Architecture {
     Qwen2,
+    Qwen3,
     Llama,
 }
 
@@ -17,6 +18,7 @@ impl Architecture {
     pub fn model_type(self) -> &'static str {
         match self {
             Architecture::Qwen2 => "qwen2",
+            Architecture::Qwen3 => "qwen3",
             Architecture::Llama => "llama",
         }
     }
@@ -25,6 +27,7 @@ impl Architecture {
     pub fn class_name(self) -> &'static str {
         match self {
             Architecture::Qwen2 => "Qwen2ForCausalLM",
+            Architecture::Qwen3 => "Qwen3ForCausalLM",
             Architecture::Llama => "LlamaForCausalLM",
         }
     }
@@ -35,9 +38,10 @@ impl std::str::FromStr for Architecture {
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         match s {
             "qwen2" => Ok(Architecture::Qwen2),
+            "qwen3" => Ok(Architecture::Qwen3),
             "llama" => Ok(Architecture::Llama),
             other => Err(format!(
-                "unknown architecture `{other}` (expected qwen2 or llama)"
+                "unknown architecture `{other}` (expected qwen2, qwen3 or llama)"
             )),
         }
     }
@@ -69,7 +73,7 @@ pub struct ModelConfig {
     pub tie_word_embeddings: bool,
     #[serde(default = "default_act")]
     pub hidden_act: String,
-    /// Llama only: biases on q/k/v/o (Qwen2 always has q/k/v biases).
+    /// Llama and Qwen3: biases on q/k/v/o (Qwen2 always has q/k/v biases and none on o).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention_bias: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,15 +113,17 @@ impl ModelConfig {
             .iter()
             .find_map(|class| match class.as_str() {
                 "Qwen2ForCausalLM" => Some(Architecture::Qwen2),
+                "Qwen3ForCausalLM" => Some(Architecture::Qwen3),
                 "LlamaForCausalLM" => Some(Architecture::Llama),
                 _ => None,
             });
         match self.model_type.as_str() {
             "qwen2" => Ok(Architecture::Qwen2),
+            "qwen3" => Ok(Architecture::Qwen3),
             "llama" => Ok(Architecture::Llama),
             "" => from_class.ok_or_else(|| anyhow::anyhow!("config.json has no model_type")),
             other => bail!(
-                "model_type `{other}` is not supported (supported: qwen2, llama); architectures = {:?}",
+                "model_type `{other}` is not supported (supported: qwen2, qwen3, llama); architectures = {:?}",
                 self.architectures
             ),
         }
@@ -142,10 +148,12 @@ impl ModelConfig {
         }
     }
 
-    /// Whether the output projection carries a bias (Llama with `attention_bias`).
+    /// Whether the output projection carries a bias (Llama or Qwen3 with `attention_bias`).
     pub fn o_bias(&self) -> bool {
-        matches!(self.architecture(), Ok(Architecture::Llama))
-            && self.attention_bias.unwrap_or(false)
+        matches!(
+            self.architecture(),
+            Ok(Architecture::Llama | Architecture::Qwen3)
+        ) && self.attention_bias.unwrap_or(false)
     }
 
     fn validate(&self) -> Result<()> {
@@ -171,6 +179,11 @@ impl ModelConfig {
         }
         if self.vocab_size == 0 || self.hidden_size == 0 || self.num_hidden_layers == 0 {
             bail!("vocab_size, hidden_size and num_hidden_layers must be positive");
+        }
+        if self.extra.get("use_sliding_window") == Some(&serde_json::Value::Bool(true)) {
+            bail!(
+                "use_sliding_window = true is not supported (attention here reads every position)"
+            );
         }
         if let Some(scaling) = &self.rope_scaling
             && !scaling.is_null()

@@ -1,7 +1,9 @@
-//! The policy model: Hugging Face config and weights, a trainable Qwen2 / Llama transformer
-//! with a differentiable training forward and a fused generation forward, tokenizer and chat
+//! The policy model: Hugging Face config and weights, a trainable Qwen2 / Qwen3 / Llama
+//! transformer (one layer description per architecture in [`arch`]) with a differentiable
+//! training forward and a fused generation forward, tokenizer and chat
 //! template, log-probs, checkpoints, and tiny random models for tests.
 
+pub mod arch;
 pub mod checkpoint;
 pub mod config;
 pub mod device;

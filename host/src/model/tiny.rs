@@ -57,7 +57,7 @@ pub struct TinySize {
     /// Embedding rows to pad the vocabulary to when the tokenizer has fewer tokens (as
     /// Qwen2.5's 151,936 rows hold 151,665 tokens); `None` keeps the tokenizer's count.
     pub padded_vocab: Option<usize>,
-    /// RoPE base; `None` takes the architecture's (Qwen2's 1,000,000, else 10,000). A small
+    /// RoPE base; `None` takes the architecture's (Qwen's 1,000,000, Llama's 10,000). A small
     /// model trained from scratch on short texts copies more readily with 10,000, whose
     /// rotation frequencies resolve nearby positions.
     pub rope_theta: Option<f64>,
@@ -151,7 +151,9 @@ pub fn train_tokenizer(text: &str, vocab: usize) -> Result<Tokenizer> {
 }
 
 /// Writes a tiny random model of `arch` to `out`: tokenizer trained on `corpus` (or the
-/// built-in text), weights from `seed`. Qwen2 gets tied embeddings, Llama an untied head.
+/// built-in text), weights from `seed`. Qwen2 and Qwen3 get tied embeddings, Llama an untied
+/// head; Qwen3's heads are twice as wide as hidden / heads (as Qwen3-0.6B's 16 heads of 128
+/// in a 1,024-wide model), so that the head width comes from config.json.
 pub fn init_tiny(
     arch: Architecture,
     size: TinySize,
@@ -203,17 +205,17 @@ pub fn init_random(
         num_hidden_layers: size.layers,
         num_attention_heads: size.heads,
         num_key_value_heads: Some(size.kv_heads),
-        head_dim: None,
+        head_dim: (arch == Architecture::Qwen3).then_some(2 * size.hidden / size.heads),
         max_position_embeddings: 4096,
         rms_norm_eps: 1e-6,
-        rope_theta: size.rope_theta.unwrap_or(if arch == Architecture::Qwen2 {
+        rope_theta: size.rope_theta.unwrap_or(if arch != Architecture::Llama {
             1_000_000.0
         } else {
             10_000.0
         }),
-        tie_word_embeddings: arch == Architecture::Qwen2,
+        tie_word_embeddings: arch != Architecture::Llama,
         hidden_act: "silu".to_string(),
-        attention_bias: (arch == Architecture::Llama).then_some(false),
+        attention_bias: (arch != Architecture::Qwen2).then_some(false),
         rope_scaling: None,
         torch_dtype: Some("float32".to_string()),
         extra: {
@@ -221,8 +223,8 @@ pub fn init_random(
                 ("bos_token_id".to_string(), serde_json::json!(eos)),
                 ("eos_token_id".to_string(), serde_json::json!(im_end)),
             ]);
-            if arch == Architecture::Qwen2 {
-                // What real Qwen2 configs carry (sliding window off).
+            if arch != Architecture::Llama {
+                // What real Qwen2 and Qwen3 configs carry (sliding window off).
                 extra.insert("use_sliding_window".into(), serde_json::json!(false));
                 extra.insert("sliding_window".into(), serde_json::json!(4096));
                 extra.insert("max_window_layers".into(), serde_json::json!(size.layers));
@@ -232,7 +234,7 @@ pub fn init_random(
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut tensors = HashMap::new();
-    for (name, shape) in parameter_shapes(&config) {
+    for (name, shape) in parameter_shapes(&config)? {
         let count: usize = shape.iter().product();
         let values: Vec<f32> = if name.ends_with("norm.weight") {
             (0..count)

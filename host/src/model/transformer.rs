@@ -1,63 +1,45 @@
-//! The decoder-only transformer shared by Qwen2 and Llama, with two forward paths over one set
-//! of weights:
+//! The decoder-only transformer: the weights of a Qwen2, Qwen3 or Llama model and its three
+//! forwards, each an executor of the layer descriptions in [`crate::model::arch`]:
 //!
-//! - [`Policy::forward_train`]: full sequences, causal + padding mask, built only from ops
-//!   with a backward, so every weight gets its gradient: on CPU f32 the fused ops of
-//!   [`fused`] and [`causal_attention`](crate::kernels::causal_attention) (each one graph node with its own backward),
-//!   elsewhere candle's ops (plain softmax, RMS norm and rotary embedding written out);
-//! - [`Policy::forward_step`]: generation with fused ops (`softmax_last_dim`, `rms_norm`,
-//!   `rope`) and a KV cache.
+//! - [`Policy::forward_train`] ([`train`]): full sequences, causal + padding mask, built only
+//!   from ops with a backward, so every weight gets its gradient: on CPU f32 the fused ops of
+//!   [`crate::kernels::fused`] and [`crate::kernels::causal_attention`] (each one graph node
+//!   with its own backward), elsewhere candle's ops (plain softmax, RMS norm and rotary
+//!   embedding written out);
+//! - [`Policy::forward_step`] ([`generate`]): generation with candle's fused ops and a KV
+//!   cache, the few-row products through [`skinny`];
+//! - [`Policy::forward_decode`]: one token for each of several caches, on plain rows of floats
+//!   for CPU f32 models ([`cpu_decode`]), else through [`generate`]'s tensor ops.
 //!
 //! The weights are [`candle_core::Var`]s in a [`VarMap`] keyed by their Hugging Face names, so
 //! an optimiser can update them in place and checkpoints keep the HF layout.
 
+use super::arch::{Block, Linear, Ops};
 use super::config::ModelConfig;
 use super::worker::on_worker;
-use crate::kernels::causal_attention::causal_attention;
 use crate::kernels::fused;
 use crate::kernels::skinny;
 use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 mod cpu_decode;
+mod generate;
 mod kv_cache;
+mod train;
 
 pub use kv_cache::KvCache;
 use kv_cache::LayerCache;
-
-/// Added to attention scores of masked keys. Finite, so that fully masked rows (padding
-/// queries) stay finite in the forward and the backward.
-const MASKED: f64 = -1e9;
-
-/// One decoder layer's weights.
-#[derive(Clone)]
-struct Layer {
-    input_norm: Tensor,
-    q: Tensor,
-    q_bias: Option<Tensor>,
-    k: Tensor,
-    k_bias: Option<Tensor>,
-    v: Tensor,
-    v_bias: Option<Tensor>,
-    o: Tensor,
-    o_bias: Option<Tensor>,
-    post_norm: Tensor,
-    gate: Tensor,
-    up: Tensor,
-    down: Tensor,
-}
 
 /// A causal language model whose weights are trainable variables.
 pub struct Policy {
     config: ModelConfig,
     vars: VarMap,
     embed: Tensor,
-    layers: Vec<Layer>,
+    blocks: Vec<Block>,
     norm: Tensor,
-    lm_head: Tensor,
+    lm_head: Linear,
     /// cos / sin tables, [max_positions, head_dim / 2].
     cos: Tensor,
     sin: Tensor,
@@ -66,49 +48,20 @@ pub struct Policy {
 }
 
 /// The HF tensor names of a model's parameters, with their shapes.
-pub fn parameter_shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+pub fn parameter_shapes(config: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>> {
     let h = config.hidden_size;
-    let hd = config.head_dim();
-    let q = config.num_attention_heads * hd;
-    let kv = config.kv_heads() * hd;
     let mut shapes = vec![(
         "model.embed_tokens.weight".to_string(),
         vec![config.vocab_size, h],
     )];
     for i in 0..config.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        shapes.push((format!("{p}.input_layernorm.weight"), vec![h]));
-        shapes.push((format!("{p}.self_attn.q_proj.weight"), vec![q, h]));
-        shapes.push((format!("{p}.self_attn.k_proj.weight"), vec![kv, h]));
-        shapes.push((format!("{p}.self_attn.v_proj.weight"), vec![kv, h]));
-        if config.qkv_bias() {
-            shapes.push((format!("{p}.self_attn.q_proj.bias"), vec![q]));
-            shapes.push((format!("{p}.self_attn.k_proj.bias"), vec![kv]));
-            shapes.push((format!("{p}.self_attn.v_proj.bias"), vec![kv]));
-        }
-        shapes.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q]));
-        if config.o_bias() {
-            shapes.push((format!("{p}.self_attn.o_proj.bias"), vec![h]));
-        }
-        shapes.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-        shapes.push((
-            format!("{p}.mlp.gate_proj.weight"),
-            vec![config.intermediate_size, h],
-        ));
-        shapes.push((
-            format!("{p}.mlp.up_proj.weight"),
-            vec![config.intermediate_size, h],
-        ));
-        shapes.push((
-            format!("{p}.mlp.down_proj.weight"),
-            vec![h, config.intermediate_size],
-        ));
+        shapes.extend(Block::parameters(config, &format!("model.layers.{i}"))?);
     }
     shapes.push(("model.norm.weight".to_string(), vec![h]));
     if !config.tie_word_embeddings {
         shapes.push(("lm_head.weight".to_string(), vec![config.vocab_size, h]));
     }
-    shapes
+    Ok(shapes)
 }
 
 impl Policy {
@@ -125,7 +78,7 @@ impl Policy {
         let vars = VarMap::new();
         {
             let mut data = vars.data().lock().unwrap_or_else(|e| e.into_inner());
-            for (name, shape) in parameter_shapes(&config) {
+            for (name, shape) in parameter_shapes(&config)? {
                 let tensor = tensors
                     .remove(&name)
                     .with_context(|| format!("{origin}: missing tensor `{name}`"))?;
@@ -165,38 +118,24 @@ impl Policy {
                 .map(|v| v.as_tensor().clone())
                 .with_context(|| format!("missing parameter {name}"))
         };
-        let opt = |name: &str| -> Option<Tensor> { get(name).ok() };
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for i in 0..config.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            layers.push(Layer {
-                input_norm: get(&format!("{p}.input_layernorm.weight"))?,
-                q: get(&format!("{p}.self_attn.q_proj.weight"))?,
-                q_bias: opt(&format!("{p}.self_attn.q_proj.bias")),
-                k: get(&format!("{p}.self_attn.k_proj.weight"))?,
-                k_bias: opt(&format!("{p}.self_attn.k_proj.bias")),
-                v: get(&format!("{p}.self_attn.v_proj.weight"))?,
-                v_bias: opt(&format!("{p}.self_attn.v_proj.bias")),
-                o: get(&format!("{p}.self_attn.o_proj.weight"))?,
-                o_bias: opt(&format!("{p}.self_attn.o_proj.bias")),
-                post_norm: get(&format!("{p}.post_attention_layernorm.weight"))?,
-                gate: get(&format!("{p}.mlp.gate_proj.weight"))?,
-                up: get(&format!("{p}.mlp.up_proj.weight"))?,
-                down: get(&format!("{p}.mlp.down_proj.weight"))?,
-            });
-        }
+        let blocks = (0..config.num_hidden_layers)
+            .map(|i| Block::load(&config, &format!("model.layers.{i}"), &get))
+            .collect::<Result<Vec<_>>>()?;
         let embed = get("model.embed_tokens.weight")?;
-        let lm_head = if config.tie_word_embeddings {
-            embed.clone()
-        } else {
-            get("lm_head.weight")?
+        let lm_head = Linear {
+            weight: if config.tie_word_embeddings {
+                embed.clone()
+            } else {
+                get("lm_head.weight")?
+            },
+            bias: None,
         };
         let (cos, sin) = rope_tables(&config, dtype, device)?;
         Ok(Policy {
             norm: get("model.norm.weight")?,
             embed,
             lm_head,
-            layers,
+            blocks,
             cos,
             sin,
             device: device.clone(),
@@ -239,71 +178,13 @@ impl Policy {
     /// only real tokens. Only differentiable ops.
     pub fn forward_train(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (batch, seq) = ids.dims2()?;
-        let hd = self.config.head_dim();
-        let mask_f = mask.to_dtype(DType::F32)?;
-        let positions = (mask_f.cumsum(1)? - 1.0)?.clamp(0.0, (self.cos.dim(0)? - 1) as f64)?;
-        let positions = positions.to_dtype(DType::U32)?.flatten_all()?;
-        // Each token's rotary angles [batch, seq, hd / 2]; the composed ops want them
-        // full-width per head, [batch, 1, seq, hd].
-        let rows = |table: &Tensor| -> Result<Tensor> {
-            Ok(table
-                .index_select(&positions, 0)?
-                .reshape((batch, seq, hd / 2))?)
-        };
-        let (cos_rows, sin_rows) = (rows(&self.cos)?, rows(&self.sin)?);
-        let fused_ops = fused::applies(&self.embed);
-        let full =
-            |t: &Tensor| -> Result<Tensor> { Ok(Tensor::cat(&[t, t], D::Minus1)?.unsqueeze(1)?) };
-        let full_tables = if fused_ops {
-            None
-        } else {
-            Some((full(&cos_rows)?, full(&sin_rows)?))
-        };
-        // The keys attention may read: the fused op takes the key mask, the composed ops an
-        // additive bias [batch, 1, seq, seq] (causal and key padding).
-        let (key_valid, bias): (Arc<[bool]>, Option<Tensor>) = if fused_ops {
-            let valid = mask_f.flatten_all()?.to_vec1::<f32>()?;
-            (valid.iter().map(|&m| m > 0.5).collect(), None)
-        } else {
-            let causal: Vec<f32> = (0..seq)
-                .flat_map(|i| (0..seq).map(move |j| if j > i { MASKED as f32 } else { 0.0 }))
-                .collect();
-            let causal = Tensor::from_vec(causal, (1, 1, seq, seq), &self.device)?;
-            let key_pad = ((1.0 - &mask_f)? * MASKED)?.reshape((batch, 1, 1, seq))?;
-            let bias = causal.broadcast_add(&key_pad)?.to_dtype(self.dtype)?;
-            (Arc::from(Vec::new()), Some(bias))
-        };
-        let scale = 1.0 / (hd as f64).sqrt();
-
-        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+        let mut ops = train::TrainOps::new(self, mask, batch, seq)?;
+        let x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
             batch,
             seq,
             self.config.hidden_size,
         ))?;
-        for layer in &self.layers {
-            let h = rms_norm_diff(&x, &layer.input_norm, self.config.rms_norm_eps)?;
-            let attn = if let Some(bias) = &bias {
-                let (cos, sin) = full_tables.as_ref().context("rotary tables")?;
-                let (q, k, v) = self.qkv(layer, &h, batch, seq, Path::Train)?;
-                let (q, k) = (rope_diff(&q, cos, sin)?, rope_diff(&k, cos, sin)?);
-                let (k, v) = (self.repeat_kv(&k)?, self.repeat_kv(&v)?);
-                let scores = (q.matmul(&k.t()?)? * scale)?;
-                let probs = candle_nn::ops::softmax(&scores.broadcast_add(bias)?, D::Minus1)?;
-                self.attention_out(layer, &probs.matmul(&v)?, batch, seq, Path::Train)?
-            } else {
-                // Rows [batch, seq, heads, head_dim] straight into one attention op.
-                let (q, k, v) = self.qkv_rows(layer, &h, batch, seq, Path::Train)?;
-                let q = fused::rope(&q, &cos_rows, &sin_rows)?;
-                let k = fused::rope(&k, &cos_rows, &sin_rows)?;
-                let attn = causal_attention(&q, &k, &v, key_valid.clone(), scale)?;
-                self.project_attention(layer, &attn, Path::Train)?
-            };
-            x = (x + attn)?;
-            let h = rms_norm_diff(&x, &layer.post_norm, self.config.rms_norm_eps)?;
-            x = (&x + self.mlp(layer, &h, Path::Train)?)?;
-        }
-        let x = rms_norm_diff(&x, &self.norm, self.config.rms_norm_eps)?;
-        linear(&x, &self.lm_head, Path::Train)
+        self.run(&mut ops, x)
     }
 
     /// Generation forward for one sequence: appends `ids` (prompt, observation or sampled
@@ -318,52 +199,14 @@ impl Policy {
         if new == 0 {
             bail!("forward_step needs at least one token");
         }
-        let offset = cache.len();
-        self.check_length(offset + new)?;
-        let cos = self.cos.narrow(0, offset, new)?.contiguous()?;
-        let sin = self.sin.narrow(0, offset, new)?.contiguous()?;
-        let total = offset + new;
-        let repeat = self.config.num_attention_heads / self.config.kv_heads();
-        // Causal mask for the new rows (grouped query heads repeat it `repeat` times).
-        let bias = if new == 1 {
-            None
-        } else {
-            let row = |i: usize| {
-                (0..total).map(move |j| {
-                    if j > offset + i {
-                        f32::NEG_INFINITY
-                    } else {
-                        0.0
-                    }
-                })
-            };
-            let values: Vec<f32> = (0..repeat).flat_map(|_| (0..new).flat_map(row)).collect();
-            Some(
-                Tensor::from_vec(values, (1, 1, repeat * new, total), &self.device)?
-                    .to_dtype(self.dtype)?,
-            )
-        };
-        let ids = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
-        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
-            1,
-            new,
-            self.config.hidden_size,
-        ))?;
-        let eps = self.config.rms_norm_eps as f32;
-        for (index, layer) in self.layers.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &layer.input_norm, eps)?;
-            let (q, k, v) = self.qkv(layer, &h, 1, new, Path::Generate)?;
-            let q = candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?;
-            let (k, v) = cache.append(index, &k, &v)?;
-            let attn = self.grouped_attention(&q, &k, &v, bias.as_ref())?;
-            let attn = self.attention_out(layer, &attn, 1, new, Path::Generate)?;
-            x = (x + attn)?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.post_norm, eps)?;
-            x = (&x + self.mlp(layer, &h, Path::Generate)?)?;
-        }
-        let x = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
-        Ok(linear(&x, &self.lm_head, Path::Generate)?.squeeze(0)?)
+        self.check_length(cache.len() + new)?;
+        let mut ops = generate::GenerateOps::append(self, cache, new)?;
+        let ids = Tensor::new(ids, &self.device)?;
+        let x = self
+            .embed
+            .index_select(&ids, 0)?
+            .reshape((1, new, self.config.hidden_size))?;
+        Ok(self.run(&mut ops, x)?.squeeze(0)?)
     }
 
     /// One decoding step for several sequences at once, each at its own length: `tokens[i]`
@@ -395,54 +238,24 @@ impl Policy {
     /// The decode step of [`Policy::forward_decode`] through candle's tensor ops.
     fn decode_composed(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
         let batch = tokens.len();
-        let positions: Vec<u32> = caches.iter().map(|c| c.len() as u32).collect();
-        let positions = Tensor::new(positions.as_slice(), &self.device)?;
-        let hd2 = self.config.head_dim() / 2;
-        let cos = self
-            .cos
-            .index_select(&positions, 0)?
-            .reshape((batch, 1, hd2))?;
-        let sin = self
-            .sin
-            .index_select(&positions, 0)?
-            .reshape((batch, 1, hd2))?;
         let ids = Tensor::new(tokens, &self.device)?;
-        let mut x =
-            self.embed
-                .index_select(&ids, 0)?
-                .reshape((batch, 1, self.config.hidden_size))?;
-        let eps = self.config.rms_norm_eps as f32;
-        for (index, layer) in self.layers.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &layer.input_norm, eps)?;
-            let (q, k, v) = self.qkv(layer, &h, batch, 1, Path::Generate)?;
-            let q = candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?;
-            for (row, cache) in caches.iter_mut().enumerate() {
-                cache.append(index, &k.narrow(0, row, 1)?, &v.narrow(0, row, 1)?)?;
-            }
-            let attn = match batched_decode_attention(index, &q, caches)? {
-                Some(attn) => attn,
-                None => {
-                    let mut rows = Vec::with_capacity(batch);
-                    for (row, cache) in caches.iter().enumerate() {
-                        let (k_all, v_all) = cache.layer_kv(index)?;
-                        rows.push(self.grouped_attention(
-                            &q.narrow(0, row, 1)?,
-                            &k_all,
-                            &v_all,
-                            None,
-                        )?);
-                    }
-                    Tensor::cat(&rows, 0)?
-                }
-            };
-            let attn = self.attention_out(layer, &attn, batch, 1, Path::Generate)?;
-            x = (x + attn)?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.post_norm, eps)?;
-            x = (&x + self.mlp(layer, &h, Path::Generate)?)?;
+        let x = self
+            .embed
+            .index_select(&ids, 0)?
+            .reshape((batch, 1, self.config.hidden_size))?;
+        let mut ops = generate::GenerateOps::decode(self, caches)?;
+        Ok(self.run(&mut ops, x)?.squeeze(1)?)
+    }
+
+    /// Every layer of the architecture, the final norm and the output projection, through
+    /// `ops`: the one forward all executors share.
+    fn run<O: Ops>(&self, ops: &mut O, mut x: O::X) -> Result<O::X> {
+        for (layer, block) in self.blocks.iter().enumerate() {
+            x = block.forward(ops, layer, x)?;
         }
-        let x = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
-        Ok(linear(&x, &self.lm_head, Path::Generate)?.squeeze(1)?)
+        let x = ops.rms_norm(&x, &self.norm)?;
+        let [logits] = ops.project(&x, [&self.lm_head])?;
+        Ok(logits)
     }
 
     fn check_length(&self, length: usize) -> Result<()> {
@@ -452,151 +265,6 @@ impl Policy {
         }
         Ok(())
     }
-
-    /// Attention of q [1, heads, new, hd] over k, v [1, kv_heads, total, hd] without copying
-    /// k/v per query head: the query heads of each kv head become extra rows.
-    fn grouped_attention(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        bias: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let (_, heads, new, hd) = q.dims4()?;
-        let kv = self.config.kv_heads();
-        let repeat = heads / kv;
-        let q = q.reshape((1, kv, repeat * new, hd))?;
-        let mut scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-        if let Some(bias) = bias {
-            scores = scores.broadcast_add(bias)?;
-        }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        Ok(probs
-            .matmul(&v.contiguous()?)?
-            .reshape((1, heads, new, hd))?)
-    }
-
-    /// q, k, v as [batch, heads, seq, head_dim].
-    fn qkv(
-        &self,
-        layer: &Layer,
-        h: &Tensor,
-        batch: usize,
-        seq: usize,
-        path: Path,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
-        let (q, k, v) = self.qkv_rows(layer, h, batch, seq, path)?;
-        Ok((q.transpose(1, 2)?, k.transpose(1, 2)?, v.transpose(1, 2)?))
-    }
-
-    /// q, k, v as [batch, seq, heads, head_dim] (contiguous: each token's heads together).
-    fn qkv_rows(
-        &self,
-        layer: &Layer,
-        h: &Tensor,
-        batch: usize,
-        seq: usize,
-        path: Path,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
-        let hd = self.config.head_dim();
-        let [q, k, v]: [Tensor; 3] = linears(h, &[&layer.q, &layer.k, &layer.v], path)?
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("three projections expected"))?;
-        let shape = |out: Tensor, b: &Option<Tensor>, heads: usize| -> Result<Tensor> {
-            let out = match b {
-                Some(b) => out.broadcast_add(b)?,
-                None => out,
-            };
-            Ok(out.reshape((batch, seq, heads, hd))?)
-        };
-        Ok((
-            shape(q, &layer.q_bias, self.config.num_attention_heads)?,
-            shape(k, &layer.k_bias, self.config.kv_heads())?,
-            shape(v, &layer.v_bias, self.config.kv_heads())?,
-        ))
-    }
-
-    /// [batch, heads, seq, head_dim] → o_proj → [batch, seq, hidden].
-    fn attention_out(
-        &self,
-        layer: &Layer,
-        attn: &Tensor,
-        batch: usize,
-        seq: usize,
-        path: Path,
-    ) -> Result<Tensor> {
-        let attn = attn.transpose(1, 2)?.reshape((
-            batch,
-            seq,
-            self.config.num_attention_heads * self.config.head_dim(),
-        ))?;
-        self.project_attention(layer, &attn, path)
-    }
-
-    /// [batch, seq, heads · head_dim] → o_proj (and its bias) → [batch, seq, hidden].
-    fn project_attention(&self, layer: &Layer, attn: &Tensor, path: Path) -> Result<Tensor> {
-        let mut out = linear(attn, &layer.o, path)?;
-        if let Some(b) = &layer.o_bias {
-            out = out.broadcast_add(b)?;
-        }
-        Ok(out)
-    }
-
-    fn mlp(&self, layer: &Layer, h: &Tensor, path: Path) -> Result<Tensor> {
-        let [gate, up]: [Tensor; 2] = linears(h, &[&layer.gate, &layer.up], path)?
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("two projections expected"))?;
-        let activated = if path == Path::Train && fused::applies(&gate) {
-            fused::swiglu(&gate, &up)?
-        } else {
-            (gate.silu()? * up)?
-        };
-        linear(&activated, &layer.down, path)
-    }
-
-    /// Grouped-query attention: repeat each kv head for its query heads.
-    fn repeat_kv(&self, x: &Tensor) -> Result<Tensor> {
-        let repeat = self.config.num_attention_heads / self.config.kv_heads();
-        if repeat == 1 {
-            return Ok(x.clone());
-        }
-        let (b, kv, s, d) = x.dims4()?;
-        Ok(x.unsqueeze(2)?
-            .broadcast_as((b, kv, repeat, s, d))?
-            .reshape((b, kv * repeat, s, d))?)
-    }
-}
-
-/// Attention of the decode batch's new tokens `q` [batch, heads, 1, head_dim] over layer
-/// `layer` of their caches (the new keys already appended), in one parallel pass through
-/// [`crate::kernels::decode_attention`]. `None` when the tensors are not CPU f32 (the caller then runs the
-/// tensor-op path).
-fn batched_decode_attention(
-    layer: usize,
-    q: &Tensor,
-    caches: &[&mut KvCache],
-) -> Result<Option<Tensor>> {
-    let (batch, heads, new, head_dim) = q.dims4()?;
-    if !q.device().is_cpu() || q.dtype() != DType::F32 || new != 1 {
-        return Ok(None);
-    }
-    let mut kv_heads = 0;
-    for cache in caches {
-        let shared_plain = cache.shared_layer(layer).is_none_or(cpu_decode::plain);
-        let own = &cache.layers[layer];
-        let (_, kv, _, cached_dim) = own.k.dims4()?;
-        if cached_dim != head_dim || !cpu_decode::plain(own) || !shared_plain {
-            return Ok(None);
-        }
-        kv_heads = kv;
-    }
-    let queries = q.flatten_all()?.to_vec1::<f32>()?;
-    let out = cpu_decode::attend_caches(layer, &queries, caches, heads, kv_heads, head_dim)?;
-    Ok(Some(Tensor::from_vec(
-        out,
-        (batch, heads, 1, head_dim),
-        q.device(),
-    )?))
 }
 
 /// Which forward a projection belongs to.
@@ -684,35 +352,6 @@ fn skinny_linears(x: &Tensor, weights: &[&Tensor]) -> Result<Option<Vec<Tensor>>
         .map(Some)
 }
 
-/// RMS norm from differentiable ops: x / sqrt(mean(x²) + eps) * w, computed in f32 or wider.
-fn rms_norm_diff(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    if fused::applies(x) && fused::applies(weight) {
-        return Ok(fused::rms_norm(x, weight, eps)?);
-    }
-    let dtype = x.dtype();
-    let wide = if dtype == DType::F64 {
-        DType::F64
-    } else {
-        DType::F32
-    };
-    let xw = x.to_dtype(wide)?;
-    let norm = (xw.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
-    Ok(xw
-        .broadcast_div(&norm)?
-        .to_dtype(dtype)?
-        .broadcast_mul(weight)?)
-}
-
-/// Rotary embedding (rotate-half form) from differentiable ops; cos/sin are
-/// [batch, 1, seq, head_dim].
-fn rope_diff(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let d = x.dim(D::Minus1)?;
-    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
-    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
-    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
-}
-
 /// cos / sin of the rotary embedding for every position, [max_positions, head_dim / 2].
 fn rope_tables(config: &ModelConfig, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
     let hd = config.head_dim();
@@ -735,4 +374,49 @@ fn rope_tables(config: &ModelConfig, dtype: DType, device: &Device) -> Result<(T
         Tensor::from_vec(cos, shape, device)?.to_dtype(dtype)?,
         Tensor::from_vec(sin, shape, device)?.to_dtype(dtype)?,
     ))
+}
+
+/// Several projections of `x` [..., k] on tensors, each with its bias: [`linears`] then the
+/// bias added to every row.
+fn project_tensors<const N: usize>(
+    x: &Tensor,
+    linears_: [&Linear; N],
+    path: Path,
+) -> Result<[Tensor; N]> {
+    let weights: Vec<&Tensor> = linears_.iter().map(|l| &l.weight).collect();
+    let outputs = linears(x, &weights, path)?
+        .into_iter()
+        .zip(linears_)
+        .map(|(out, linear)| match &linear.bias {
+            Some(bias) => Ok(out.broadcast_add(bias)?),
+            None => Ok(out),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    array(outputs)
+}
+
+/// A vector of exactly `N` items as an array.
+fn array<T, const N: usize>(items: Vec<T>) -> Result<[T; N]> {
+    let count = items.len();
+    items
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("{N} results expected, got {count}"))
+}
+
+/// Applies a norm over the last dimension to each run of `width` values of `x`'s rows
+/// ([..., n · width] seen as [..., n, width]), then gives `x`'s shape back.
+fn per_run(x: &Tensor, width: usize, norm: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let last = x.dim(D::Minus1)?;
+    if last == width {
+        return norm(x);
+    }
+    if width == 0 || !last.is_multiple_of(width) {
+        bail!("a norm of width {width} does not divide rows of {last}");
+    }
+    let mut runs = x.dims().to_vec();
+    if let Some(l) = runs.last_mut() {
+        *l = last / width;
+    }
+    runs.push(width);
+    Ok(norm(&x.reshape(runs)?)?.reshape(x.dims())?)
 }

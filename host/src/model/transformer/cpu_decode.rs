@@ -10,9 +10,10 @@
 //! the cache buffers. Every sequence's row is computed on its own, so its logits do not depend
 //! on what else is in the batch.
 
-use super::{KvCache, Layer, LayerCache, Policy};
+use super::{KvCache, LayerCache, Policy};
 use crate::kernels::decode_attention::{CacheView, Segment, decode_attention};
 use crate::kernels::skinny;
+use crate::model::arch::{GatedMlp, Linear, Ops};
 use anyhow::{Context, Result, bail};
 use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Storage, Tensor};
 use parking_lot::RwLockReadGuard;
@@ -43,55 +44,11 @@ impl<'a> Data<'a> {
     }
 }
 
-/// One layer's weights, as held data.
-struct LayerData<'a> {
-    input_norm: Data<'a>,
-    q: Data<'a>,
-    k: Data<'a>,
-    v: Data<'a>,
-    q_bias: Option<Data<'a>>,
-    k_bias: Option<Data<'a>>,
-    v_bias: Option<Data<'a>>,
-    o: Data<'a>,
-    o_bias: Option<Data<'a>>,
-    post_norm: Data<'a>,
-    gate: Data<'a>,
-    up: Data<'a>,
-    down: Data<'a>,
-}
-
-impl<'a> LayerData<'a> {
-    fn of(layer: &'a Layer) -> Option<LayerData<'a>> {
-        // A bias that is present must be usable too.
-        let bias = |b: &'a Option<Tensor>| -> Option<Option<Data<'a>>> {
-            match b {
-                Some(t) => Data::of(t).map(Some),
-                None => Some(None),
-            }
-        };
-        Some(LayerData {
-            input_norm: Data::of(&layer.input_norm)?,
-            q: Data::of(&layer.q)?,
-            k: Data::of(&layer.k)?,
-            v: Data::of(&layer.v)?,
-            q_bias: bias(&layer.q_bias)?,
-            k_bias: bias(&layer.k_bias)?,
-            v_bias: bias(&layer.v_bias)?,
-            o: Data::of(&layer.o)?,
-            o_bias: bias(&layer.o_bias)?,
-            post_norm: Data::of(&layer.post_norm)?,
-            gate: Data::of(&layer.gate)?,
-            up: Data::of(&layer.up)?,
-            down: Data::of(&layer.down)?,
-        })
-    }
-}
-
 impl Policy {
     /// The decode step on plain rows: `tokens[i]` is appended to `caches[i]`; returns the
     /// next-token logits [batch, vocab]. `None` where it does not apply (not a CPU f32 model,
     /// more rows than the decode kernel takes, or a cache that lacks a layer or holds other
-    /// buffers): the caller then runs the tensor-op step.
+    /// buffers): the caller then runs the tensor-op step. Checked before any cache is written.
     pub(super) fn decode_rows(
         &self,
         tokens: &[u32],
@@ -102,36 +59,21 @@ impl Policy {
             || self.dtype != DType::F32
             || batch > super::DECODE_ROWS
             || !caches.iter().all(|c| self.takes_plain(c))
+            || !self.weights_plain()
         {
             return Ok(None);
         }
         let config = &self.config;
-        let (hidden, heads, kv_heads, head_dim) = (
-            config.hidden_size,
-            config.num_attention_heads,
-            config.kv_heads(),
-            config.head_dim(),
-        );
-        let eps = config.rms_norm_eps as f32;
-        let (Some(embed), Some(norm), Some(lm_head), Some(cos), Some(sin)) = (
+        let hidden = config.hidden_size;
+        let half = config.head_dim() / 2;
+        let (Some(embed), Some(cos), Some(sin)) = (
             Data::of(&self.embed),
-            Data::of(&self.norm),
-            Data::of(&self.lm_head),
             Data::of(&self.cos),
             Data::of(&self.sin),
         ) else {
             return Ok(None);
         };
-        let Some(layers) = self
-            .layers
-            .iter()
-            .map(LayerData::of)
-            .collect::<Option<Vec<_>>>()
-        else {
-            return Ok(None);
-        };
         let (embed, cos, sin) = (embed.slice()?, cos.slice()?, sin.slice()?);
-        let half = head_dim / 2;
         // Each row's rotary table at its position.
         let rotations: Vec<(&[f32], &[f32])> = caches
             .iter()
@@ -153,64 +95,131 @@ impl Policy {
                 .with_context(|| format!("token id {token} is outside the vocabulary"))?;
             x.extend_from_slice(row);
         }
-        for (index, layer) in layers.iter().enumerate() {
-            let h = rms_norm_rows(&x, layer.input_norm.slice()?, eps);
-            let [mut q, mut k, mut v]: [Vec<f32>; 3] = skinny::matmul_transposed_many(
-                &h,
-                batch,
-                &[layer.q.slice()?, layer.k.slice()?, layer.v.slice()?],
-                hidden,
-            )
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("three projections expected"))?;
-            add_bias(&mut q, layer.q_bias.as_ref())?;
-            add_bias(&mut k, layer.k_bias.as_ref())?;
-            add_bias(&mut v, layer.v_bias.as_ref())?;
-            for (row, (cos, sin)) in rotations.iter().enumerate() {
-                let q_row = &mut q[row * heads * head_dim..(row + 1) * heads * head_dim];
-                rotate_heads(q_row, head_dim, cos, sin);
-                let k_row = &mut k[row * kv_heads * head_dim..(row + 1) * kv_heads * head_dim];
-                rotate_heads(k_row, head_dim, cos, sin);
-            }
-            let width = kv_heads * head_dim;
-            for (row, cache) in caches.iter_mut().enumerate() {
-                cache.layers[index].append_token(
-                    &k[row * width..(row + 1) * width],
-                    &v[row * width..(row + 1) * width],
-                )?;
-            }
-            let attention = attend_caches(index, &q, caches, heads, kv_heads, head_dim)?;
-            let mut out = skinny::matmul_transposed(
-                &attention,
-                batch,
-                layer.o.slice()?,
-                hidden,
-                heads * head_dim,
-            );
-            add_bias(&mut out, layer.o_bias.as_ref())?;
-            add_in_place(&mut x, &out);
-            let h = rms_norm_rows(&x, layer.post_norm.slice()?, eps);
-            let activated =
-                skinny::matmul_swiglu(&h, batch, layer.gate.slice()?, layer.up.slice()?, hidden);
-            let down = layer.down.slice()?;
-            let mlp = skinny::matmul_transposed(
-                &activated,
-                batch,
-                down,
-                hidden,
-                config.intermediate_size,
-            );
-            add_in_place(&mut x, &mlp);
-        }
-        let h = rms_norm_rows(&x, norm.slice()?, eps);
-        let lm_head = lm_head.slice()?;
-        let vocab = lm_head.len() / hidden;
-        let logits = skinny::matmul_transposed(&h, batch, lm_head, vocab, hidden);
+        let mut ops = RowOps {
+            batch,
+            heads: config.num_attention_heads,
+            kv_heads: config.kv_heads(),
+            head_dim: config.head_dim(),
+            eps: config.rms_norm_eps as f32,
+            rotations,
+            caches,
+        };
+        let logits = self.run(&mut ops, x)?;
+        let vocab = logits.len() / batch;
         Ok(Some(Tensor::from_vec(
             logits,
             (batch, vocab),
             &self.device,
         )?))
+    }
+
+    /// Whether every weight is contiguous f32 on the CPU.
+    fn weights_plain(&self) -> bool {
+        let data = self.vars.data().lock().unwrap_or_else(|e| e.into_inner());
+        data.values().all(|var| Data::of(var.as_tensor()).is_some())
+    }
+}
+
+/// The decode step's executor of the layer descriptions: activations are plain rows, one per
+/// sequence ([batch × width] floats).
+struct RowOps<'r, 'c, 'k> {
+    batch: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    eps: f32,
+    /// Each row's rotary cos and sin at its position.
+    rotations: Vec<(&'r [f32], &'r [f32])>,
+    caches: &'c mut [&'k mut KvCache],
+}
+
+/// A weight's data; the plain-rows step checked every weight before it began.
+fn data(tensor: &Tensor) -> Result<Data<'_>> {
+    Data::of(tensor).context("a weight is not contiguous f32 on the CPU")
+}
+
+impl Ops for RowOps<'_, '_, '_> {
+    type X = Vec<f32>;
+
+    fn rms_norm(&mut self, x: &Vec<f32>, weight: &Tensor) -> Result<Vec<f32>> {
+        Ok(rms_norm_rows(x, data(weight)?.slice()?, self.eps))
+    }
+
+    fn project<const N: usize>(
+        &mut self,
+        x: &Vec<f32>,
+        linears: [&Linear; N],
+    ) -> Result<[Vec<f32>; N]> {
+        let k = x.len() / self.batch;
+        let held = linears
+            .iter()
+            .map(|l| data(&l.weight))
+            .collect::<Result<Vec<_>>>()?;
+        let weights = held.iter().map(Data::slice).collect::<Result<Vec<_>>>()?;
+        let mut products = skinny::matmul_transposed_many(x, self.batch, &weights, k);
+        for (product, linear) in products.iter_mut().zip(linears) {
+            if let Some(bias) = &linear.bias {
+                add_bias(product, data(bias)?.slice()?);
+            }
+        }
+        super::array(products)
+    }
+
+    fn rope(&mut self, mut q: Vec<f32>, mut k: Vec<f32>) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (q_width, k_width) = (q.len() / self.batch, k.len() / self.batch);
+        for (row, (cos, sin)) in self.rotations.iter().enumerate() {
+            rotate_heads(
+                &mut q[row * q_width..(row + 1) * q_width],
+                self.head_dim,
+                cos,
+                sin,
+            );
+            rotate_heads(
+                &mut k[row * k_width..(row + 1) * k_width],
+                self.head_dim,
+                cos,
+                sin,
+            );
+        }
+        Ok((q, k))
+    }
+
+    fn attend(&mut self, layer: usize, q: Vec<f32>, k: Vec<f32>, v: Vec<f32>) -> Result<Vec<f32>> {
+        let width = self.kv_heads * self.head_dim;
+        for (row, cache) in self.caches.iter_mut().enumerate() {
+            cache.layers[layer].append_token(
+                &k[row * width..(row + 1) * width],
+                &v[row * width..(row + 1) * width],
+            )?;
+        }
+        attend_caches(
+            layer,
+            &q,
+            &*self.caches,
+            self.heads,
+            self.kv_heads,
+            self.head_dim,
+        )
+    }
+
+    fn gated_mlp(&mut self, x: &Vec<f32>, mlp: &GatedMlp) -> Result<Vec<f32>> {
+        let k = x.len() / self.batch;
+        let (gate, up, down) = (data(&mlp.gate)?, data(&mlp.up)?, data(&mlp.down)?);
+        let activated = skinny::matmul_swiglu(x, self.batch, gate.slice()?, up.slice()?, k);
+        let intermediate = activated.len() / self.batch;
+        let down = down.slice()?;
+        Ok(skinny::matmul_transposed(
+            &activated,
+            self.batch,
+            down,
+            down.len() / intermediate,
+            intermediate,
+        ))
+    }
+
+    fn add(&mut self, mut x: Vec<f32>, y: Vec<f32>) -> Result<Vec<f32>> {
+        add_in_place(&mut x, &y);
+        Ok(x)
     }
 }
 
@@ -223,9 +232,9 @@ impl Policy {
     /// Whether the plain-rows step can take `cache`: buffers for every layer, all of them
     /// (shared ones too) contiguous f32 on the CPU.
     fn takes_plain(&self, cache: &KvCache) -> bool {
-        cache.layers.len() == self.layers.len()
+        cache.layers.len() == self.blocks.len()
             && cache.layers.iter().all(plain)
-            && (0..self.layers.len()).all(|l| cache.shared_layer(l).is_none_or(plain))
+            && (0..self.blocks.len()).all(|l| cache.shared_layer(l).is_none_or(plain))
     }
 }
 
@@ -362,14 +371,10 @@ fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
 }
 
 /// Adds a bias (one value per column) to every row.
-fn add_bias(rows: &mut [f32], bias: Option<&Data>) -> Result<()> {
-    if let Some(bias) = bias {
-        let bias = bias.slice()?;
-        for row in rows.chunks_exact_mut(bias.len()) {
-            add_in_place(row, bias);
-        }
+fn add_bias(rows: &mut [f32], bias: &[f32]) {
+    for row in rows.chunks_exact_mut(bias.len()) {
+        add_in_place(row, bias);
     }
-    Ok(())
 }
 
 fn add_in_place(into: &mut [f32], other: &[f32]) {
@@ -410,7 +415,11 @@ mod tests {
 
     #[test]
     fn plain_rows_match_the_tensor_op_step_through_cache_growth() {
-        for arch in [Architecture::Qwen2, Architecture::Llama] {
+        for arch in [
+            Architecture::Qwen2,
+            Architecture::Qwen3,
+            Architecture::Llama,
+        ] {
             let dir = tempfile::tempdir().unwrap();
             init_tiny(arch, TINY, 3, None, dir.path()).unwrap();
             let model = load_model(dir.path(), DType::F32, &Device::Cpu).unwrap();
@@ -452,7 +461,11 @@ mod tests {
 
     #[test]
     fn samples_sharing_a_prompt_decode_as_if_each_had_a_copy() {
-        for arch in [Architecture::Qwen2, Architecture::Llama] {
+        for arch in [
+            Architecture::Qwen2,
+            Architecture::Qwen3,
+            Architecture::Llama,
+        ] {
             let dir = tempfile::tempdir().unwrap();
             init_tiny(arch, TINY, 5, None, dir.path()).unwrap();
             let model = load_model(dir.path(), DType::F32, &Device::Cpu).unwrap();
