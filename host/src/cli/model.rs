@@ -16,7 +16,8 @@ pub enum ModelCommand {
 Example: host model init --arch qwen2 --size 0.5b --out /tmp/qwen-shaped
 writes a 494 M-parameter random model shaped like Qwen2.5-0.5B (2 GB) for benchmarks.")]
     Init {
-        /// qwen2 (tied embeddings, q/k/v biases) or llama (untied head).
+        /// qwen2 (tied embeddings, q/k/v biases), qwen3 (tied embeddings, an RMS norm on each
+        /// query and key head, heads twice hidden / heads wide) or llama (untied head).
         #[arg(long)]
         arch: Architecture,
         /// Model size: `tiny` is 2 layers × 64 wide, vocabulary ~520 (for tests); `small` 4
