@@ -183,9 +183,22 @@ fn paths_agree(arch: Architecture) {
         diff <= 1e-4,
         "{arch:?}: fused vs composed training logits differ by {diff}"
     );
-    // Generation through candle's tensor ops in bf16 (the dtype users pick on a GPU), within
-    // bf16's rounding: prefill, then the batched decode step.
+    // Training and generation through candle's tensor ops in bf16 (the dtype users pick on a
+    // GPU), within bf16's rounding: the training forward, prefill, then the batched decode step.
     let half = load(arch, DType::BF16);
+    let half_train = half
+        .policy
+        .forward_train(&input, &mask)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    let diff = common::max_abs_diff(&train, &half_train);
+    assert!(
+        diff <= BF16_LOGITS,
+        "{arch:?}: bf16 training logits differ from f32 by {diff}"
+    );
     let (mut a, mut b) = (KvCache::default(), KvCache::default());
     let prefill = half.policy.forward_step(&tokens[..n - 1], &mut a).unwrap();
     half.policy
@@ -585,7 +598,11 @@ fn bad_model_folders_name_the_file_and_the_problem() {
     let config = std::fs::read_to_string(sliding.join("config.json")).unwrap();
     std::fs::write(
         sliding.join("config.json"),
-        config.replacen('{', "{\"use_sliding_window\": true, ", 1),
+        config.replacen(
+            '{',
+            "{\"use_sliding_window\": true, \"sliding_window\": 64, ",
+            1,
+        ),
     )
     .unwrap();
     let text = error(&sliding);
@@ -594,12 +611,16 @@ fn bad_model_folders_name_the_file_and_the_problem() {
         "{text}"
     );
 
-    // A Llama folder labelled Qwen3 lacks the head norms: the first one is named.
+    // A Llama folder labelled Qwen3 (with Llama's head width, as Qwen3's default is 128) lacks
+    // the head norms: the first one is named.
     let relabelled = copy("qwen3-without-head-norms");
     let config = std::fs::read_to_string(relabelled.join("config.json")).unwrap();
     std::fs::write(
         relabelled.join("config.json"),
-        config.replace("\"model_type\": \"llama\"", "\"model_type\": \"qwen3\""),
+        config.replace(
+            "\"model_type\": \"llama\"",
+            "\"model_type\": \"qwen3\", \"head_dim\": 16",
+        ),
     )
     .unwrap();
     let text = error(&relabelled);

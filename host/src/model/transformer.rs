@@ -1,15 +1,15 @@
 //! The decoder-only transformer: the weights of a Qwen2, Qwen3 or Llama model and its three
 //! forwards, each an executor of the layer descriptions in [`crate::model::arch`]:
 //!
-//! - [`Policy::forward_train`] ([`train`]): full sequences, causal + padding mask, built only
+//! - [`Policy::forward_train`] (the `train` executor): full sequences, causal + padding mask, built only
 //!   from ops with a backward, so every weight gets its gradient: on CPU f32 the fused ops of
 //!   [`crate::kernels::fused`] and [`crate::kernels::causal_attention`] (each one graph node
 //!   with its own backward), elsewhere candle's ops (plain softmax, RMS norm and rotary
 //!   embedding written out);
-//! - [`Policy::forward_step`] ([`generate`]): generation with candle's fused ops and a KV
+//! - [`Policy::forward_step`] (the `step` executor): generation with candle's fused ops and a KV
 //!   cache, the few-row products through [`skinny`];
 //! - [`Policy::forward_decode`]: one token for each of several caches, on plain rows of floats
-//!   for CPU f32 models ([`cpu_decode`]), else through [`generate`]'s tensor ops.
+//!   for CPU f32 models (the `cpu_decode` executor), else through `step`'s tensor ops.
 //!
 //! The weights are [`candle_core::Var`]s in a [`VarMap`] keyed by their Hugging Face names, so
 //! an optimiser can update them in place and checkpoints keep the HF layout.
@@ -25,8 +25,8 @@ use candle_nn::VarMap;
 use std::collections::HashMap;
 
 mod cpu_decode;
-mod generate;
 mod kv_cache;
+mod step;
 mod train;
 
 pub use kv_cache::KvCache;
@@ -200,7 +200,7 @@ impl Policy {
             bail!("forward_step needs at least one token");
         }
         self.check_length(cache.len() + new)?;
-        let mut ops = generate::GenerateOps::append(self, cache, new)?;
+        let mut ops = step::StepOps::append(self, cache, new)?;
         let ids = Tensor::new(ids, &self.device)?;
         let x = self
             .embed
@@ -243,7 +243,7 @@ impl Policy {
             .embed
             .index_select(&ids, 0)?
             .reshape((batch, 1, self.config.hidden_size))?;
-        let mut ops = generate::GenerateOps::decode(self, caches)?;
+        let mut ops = step::StepOps::decode(self, caches)?;
         Ok(self.run(&mut ops, x)?.squeeze(1)?)
     }
 
@@ -380,13 +380,13 @@ fn rope_tables(config: &ModelConfig, dtype: DType, device: &Device) -> Result<(T
 /// bias added to every row.
 fn project_tensors<const N: usize>(
     x: &Tensor,
-    linears_: [&Linear; N],
+    projections: [&Linear; N],
     path: Path,
 ) -> Result<[Tensor; N]> {
-    let weights: Vec<&Tensor> = linears_.iter().map(|l| &l.weight).collect();
+    let weights: Vec<&Tensor> = projections.iter().map(|l| &l.weight).collect();
     let outputs = linears(x, &weights, path)?
         .into_iter()
-        .zip(linears_)
+        .zip(projections)
         .map(|(out, linear)| match &linear.bias {
             Some(bias) => Ok(out.broadcast_add(bias)?),
             None => Ok(out),

@@ -12,7 +12,9 @@
 //! - the decode step on plain rows of floats, for CPU f32 models.
 //!
 //! Adding an architecture is a file here with its [`parameters`](llama::parameters), its
-//! weights and its `forward`, and one arm in [`Block`].
+//! weights and its `forward`; a variant of [`Block`] with its arms in `parameters`, `load` and
+//! `forward`; and its names in [`Architecture`] (`model_type`, class name, which projections
+//! carry biases) and a shape for it in `model::tiny` for the tests.
 
 use super::config::{Architecture, ModelConfig};
 use anyhow::Result;
@@ -53,10 +55,13 @@ pub trait Ops {
         linears: [&Linear; N],
     ) -> Result<[Self::X; N]>;
 
-    /// The rotary embedding of queries and keys at the executor's positions.
+    /// The rotary embedding of queries and keys (as [`Ops::project`] gave them) at the
+    /// executor's positions. What it returns is in a layout of the executor's choosing (heads
+    /// first, or rows of heads): pass it only to [`Ops::attend`].
     fn rope(&mut self, q: Self::X, k: Self::X) -> Result<(Self::X, Self::X)>;
 
-    /// Attention of layer `layer`: the executor holds the context (the training mask, the KV
+    /// Attention of layer `layer` over `q` and `k` from [`Ops::rope`] and `v` as
+    /// [`Ops::project`] gave it: the executor holds the context (the training mask, the KV
     /// cache the new keys and values are written to, or one cache per decoded sequence).
     /// Returns each position's heads side by side, the output projection's input.
     fn attend(&mut self, layer: usize, q: Self::X, k: Self::X, v: Self::X) -> Result<Self::X>;

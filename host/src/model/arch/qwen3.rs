@@ -1,7 +1,7 @@
 //! The Qwen3 decoder layer: Llama's, with an RMS norm on every query and key head between
 //! their projections and the rotary embedding (`q_norm`, `k_norm`, [head_dim] each), a head
-//! width read from config.json (wider than hidden / heads in the released models) and biases
-//! only where `attention_bias` says.
+//! width read from config.json (128 by default, which may differ from hidden / heads: Qwen3-0.6B
+//! has 16 heads of 128 in a 1,024-wide model) and biases only where `attention_bias` says.
 
 use super::{Ops, llama, read};
 use crate::model::config::ModelConfig;

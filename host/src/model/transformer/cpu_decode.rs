@@ -142,7 +142,16 @@ impl Ops for RowOps<'_, '_, '_> {
     type X = Vec<f32>;
 
     fn rms_norm(&mut self, x: &Vec<f32>, weight: &Tensor) -> Result<Vec<f32>> {
-        Ok(rms_norm_rows(x, data(weight)?.slice()?, self.eps))
+        let weight = data(weight)?;
+        let weight = weight.slice()?;
+        if weight.is_empty() || !x.len().is_multiple_of(weight.len()) {
+            bail!(
+                "a norm of width {} does not divide rows of {} values",
+                weight.len(),
+                x.len()
+            );
+        }
+        Ok(rms_norm_rows(x, weight, self.eps))
     }
 
     fn project<const N: usize>(

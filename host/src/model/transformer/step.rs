@@ -20,8 +20,9 @@ enum Caches<'a, 'b> {
     Decode { caches: &'a mut [&'b mut KvCache] },
 }
 
-/// The generation executor of the layer descriptions; activations [batch, new, width].
-pub(super) struct GenerateOps<'a, 'b> {
+/// The generation executor of the layer descriptions on tensors; activations [batch, new,
+/// width].
+pub(super) struct StepOps<'a, 'b> {
     batch: usize,
     new: usize,
     heads: usize,
@@ -35,13 +36,13 @@ pub(super) struct GenerateOps<'a, 'b> {
     caches: Caches<'a, 'b>,
 }
 
-impl<'a, 'b> GenerateOps<'a, 'b> {
+impl<'a, 'b> StepOps<'a, 'b> {
     /// Appending `new` tokens to `cache`.
     pub(super) fn append(
         policy: &Policy,
         cache: &'a mut KvCache,
         new: usize,
-    ) -> Result<GenerateOps<'a, 'b>> {
+    ) -> Result<StepOps<'a, 'b>> {
         let config = &policy.config;
         let offset = cache.len();
         let total = offset + new;
@@ -65,7 +66,7 @@ impl<'a, 'b> GenerateOps<'a, 'b> {
                     .to_dtype(policy.dtype)?,
             )
         };
-        Ok(GenerateOps {
+        Ok(StepOps {
             batch: 1,
             new,
             heads: config.num_attention_heads,
@@ -82,7 +83,7 @@ impl<'a, 'b> GenerateOps<'a, 'b> {
     pub(super) fn decode(
         policy: &Policy,
         caches: &'a mut [&'b mut KvCache],
-    ) -> Result<GenerateOps<'a, 'b>> {
+    ) -> Result<StepOps<'a, 'b>> {
         let config = &policy.config;
         let batch = caches.len();
         let positions: Vec<u32> = caches.iter().map(|c| c.len() as u32).collect();
@@ -93,7 +94,7 @@ impl<'a, 'b> GenerateOps<'a, 'b> {
                 .index_select(&positions, 0)?
                 .reshape((batch, 1, hd2))?)
         };
-        Ok(GenerateOps {
+        Ok(StepOps {
             batch,
             new: 1,
             heads: config.num_attention_heads,
@@ -114,7 +115,7 @@ impl<'a, 'b> GenerateOps<'a, 'b> {
     }
 }
 
-impl Ops for GenerateOps<'_, '_> {
+impl Ops for StepOps<'_, '_> {
     type X = Tensor;
 
     fn rms_norm(&mut self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
