@@ -565,15 +565,19 @@ fn bad_model_folders_name_the_file_and_the_problem() {
         "{text}"
     );
 
-    let wrong_shape = copy("wrong-shape");
-    let config_path = wrong_shape.join("config.json");
-    let config = std::fs::read_to_string(&config_path).unwrap();
-    std::fs::write(
-        &config_path,
-        config.replace("\"intermediate_size\": 128", "\"intermediate_size\": 96"),
-    )
-    .unwrap();
-    let text = error(&wrong_shape);
+    // A copy of the Llama folder whose config.json has `from` replaced by `to` (once).
+    let edited = |name: &str, from: &str, to: &str| -> String {
+        let dir = copy(name);
+        let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        assert!(config.contains(from), "{from} not in config.json");
+        std::fs::write(dir.join("config.json"), config.replacen(from, to, 1)).unwrap();
+        error(&dir)
+    };
+    let text = edited(
+        "wrong-shape",
+        "\"intermediate_size\": 128",
+        "\"intermediate_size\": 96",
+    );
     assert!(
         text.contains("model.safetensors")
             && text.contains("mlp.gate_proj.weight")
@@ -581,31 +585,21 @@ fn bad_model_folders_name_the_file_and_the_problem() {
         "{text}"
     );
 
-    let unsupported = copy("unsupported");
-    let config = std::fs::read_to_string(unsupported.join("config.json")).unwrap();
-    std::fs::write(
-        unsupported.join("config.json"),
-        config.replace("\"model_type\": \"llama\"", "\"model_type\": \"mamba\""),
-    )
-    .unwrap();
-    let text = error(&unsupported);
+    let text = edited(
+        "unsupported",
+        "\"model_type\": \"llama\"",
+        "\"model_type\": \"mamba\"",
+    );
     assert!(
         text.contains("config.json") && text.contains("mamba") && text.contains("not supported"),
         "{text}"
     );
 
-    let sliding = copy("sliding-window");
-    let config = std::fs::read_to_string(sliding.join("config.json")).unwrap();
-    std::fs::write(
-        sliding.join("config.json"),
-        config.replacen(
-            '{',
-            "{\"use_sliding_window\": true, \"sliding_window\": 64, ",
-            1,
-        ),
-    )
-    .unwrap();
-    let text = error(&sliding);
+    let text = edited(
+        "sliding-window",
+        "{",
+        "{\"use_sliding_window\": true, \"sliding_window\": 64, ",
+    );
     assert!(
         text.contains("config.json") && text.contains("use_sliding_window"),
         "{text}"
@@ -613,17 +607,11 @@ fn bad_model_folders_name_the_file_and_the_problem() {
 
     // A Llama folder labelled Qwen3 (with Llama's head width, as Qwen3's default is 128) lacks
     // the head norms: the first one is named.
-    let relabelled = copy("qwen3-without-head-norms");
-    let config = std::fs::read_to_string(relabelled.join("config.json")).unwrap();
-    std::fs::write(
-        relabelled.join("config.json"),
-        config.replace(
-            "\"model_type\": \"llama\"",
-            "\"model_type\": \"qwen3\", \"head_dim\": 16",
-        ),
-    )
-    .unwrap();
-    let text = error(&relabelled);
+    let text = edited(
+        "qwen3-without-head-norms",
+        "\"model_type\": \"llama\"",
+        "\"model_type\": \"qwen3\", \"head_dim\": 16",
+    );
     assert!(
         text.contains("missing tensor `model.layers.0.self_attn.q_norm.weight`"),
         "{text}"
