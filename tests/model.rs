@@ -167,33 +167,22 @@ fn paths_agree(arch: Architecture) {
         diff <= 1e-4,
         "{arch:?}: batched decode row 0 differs by {diff}"
     );
-    // The same layer description through candle's composed training ops (f64 does not take
-    // the fused ones).
-    let wide = load(arch, DType::F64);
-    let composed = wide
-        .policy
-        .forward_train(&input, &mask)
-        .unwrap()
-        .squeeze(0)
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap();
+    // The same layer description through candle's composed training ops: in f64 (which does
+    // not take the fused ones) to 1e-4, and in bf16 (the dtype users pick on a GPU) within
+    // bf16's rounding; then bf16 prefill and the batched decode step on tensors.
+    let training_in = |dtype: DType| -> (LoadedModel, Tensor) {
+        let model = load(arch, dtype);
+        let logits = model.policy.forward_train(&input, &mask).unwrap();
+        let logits = logits.squeeze(0).unwrap().to_dtype(DType::F32).unwrap();
+        (model, logits)
+    };
+    let (_, composed) = training_in(DType::F64);
     let diff = common::max_abs_diff(&train, &composed);
     assert!(
         diff <= 1e-4,
         "{arch:?}: fused vs composed training logits differ by {diff}"
     );
-    // Training and generation through candle's tensor ops in bf16 (the dtype users pick on a
-    // GPU), within bf16's rounding: the training forward, prefill, then the batched decode step.
-    let half = load(arch, DType::BF16);
-    let half_train = half
-        .policy
-        .forward_train(&input, &mask)
-        .unwrap()
-        .squeeze(0)
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap();
+    let (half, half_train) = training_in(DType::BF16);
     let diff = common::max_abs_diff(&train, &half_train);
     assert!(
         diff <= BF16_LOGITS,
