@@ -9,7 +9,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use research_host::cli::train::{Environment, embedded_default_config, prepare_environment};
 use research_host::grpo::loss::{LossInputs, LossScale, LossSettings, policy_loss};
 use research_host::model::{PaddedBatch, SamplingParams, load_model};
-use research_host::rollout::{Episodes, RolloutSettings, RolloutTimes, SegmentKind, Trajectory};
+use research_host::rollout::{
+    Episodes, Generation, RolloutSettings, RolloutTimes, SegmentKind, Trajectory,
+};
 use research_host::sft::{SftExample, load_trajectories, loss::sft_loss};
 
 /// Greedy rollouts of the scripted model on two world questions.
@@ -27,8 +29,10 @@ fn scripted_rollouts(
     .expect("environment");
     let model = load_model(&model_dir, DType::F32, &Device::Cpu).expect("model");
     let stop_sequences = plugins.parser.as_ref().unwrap().stop_sequences().unwrap();
+    let local = Generation::Local;
     let episodes = Episodes {
         model: &model,
+        generation: &local,
         plugins: &plugins,
         stop_sequences: &stop_sequences,
     };

@@ -10,6 +10,7 @@ mod eval;
 mod generate;
 mod gguf;
 mod hostile_plugins;
+mod inference_server;
 mod judge_plugin;
 mod learning;
 mod loss_mask;

@@ -9,6 +9,7 @@ pub mod durable;
 pub mod eval;
 pub mod folder_lock;
 pub mod grpo;
+pub mod inference_server;
 pub mod kernels;
 pub mod memory;
 pub mod model;

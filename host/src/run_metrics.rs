@@ -135,6 +135,10 @@ pub struct GrpoStepMetrics {
     /// Generated tokens per second of generation.
     #[serde(deserialize_with = "number_or_nan")]
     pub tokens_per_s: f64,
+    /// Optimiser steps the weights that sampled the step's rollouts were behind the policy
+    /// being trained (server backends only: at most rollout.sync_every − 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler_lag: Option<u64>,
     pub time: GrpoStepTimes,
     #[serde(flatten)]
     pub validation: Option<Validation>,
@@ -151,6 +155,9 @@ pub struct GrpoStepTimes {
     pub plugins: f64,
     pub forward_backward: f64,
     pub optimizer: f64,
+    /// Writing the policy for the inference server and the server's load of it.
+    #[serde(default)]
+    pub weight_sync: f64,
     pub total: f64,
 }
 
@@ -248,6 +255,7 @@ pub(crate) mod examples {
             sequences_skipped: 0,
             tokens_trained: 80,
             tokens_per_s: 100.0,
+            sampler_lag: None,
             time: GrpoStepTimes {
                 total: 2.5,
                 ..GrpoStepTimes::default()

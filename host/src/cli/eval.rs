@@ -9,9 +9,10 @@ use crate::eval::judge::{JudgeBackend, ModelJudge, PluginJudge};
 use crate::eval::{DatasetReport, EvalOptions, evaluate};
 use crate::grpo::TrainConfig;
 use crate::grpo::assets::world_questions;
+use crate::inference_server::Backend;
 use crate::model::{SamplingParams, load_model};
 use crate::plugins::{PluginKind, PluginSet};
-use crate::rollout::{Episodes, RolloutSettings};
+use crate::rollout::{Episodes, Generation, RolloutSettings};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device};
 use clap::Args;
@@ -26,7 +27,11 @@ Run the same command again to continue an evaluation that was stopped or killed.
 
   host eval --plugins ./plugins --limit 8                     # embedded tiny model and world
   host eval --model runs/research/checkpoints/step-000100/model --index assets/wiki-minilm \\
-            --data musique-dev.jsonl hotpotqa-dev.jsonl --limit 200 --out runs/eval-100")]
+            --data musique-dev.jsonl hotpotqa-dev.jsonl --limit 200 --out runs/eval-100
+  host eval --model ./smollm2 --backend llama-cpp --url http://127.0.0.1:8080 ...  # sampled by llama.cpp
+
+With --backend, the server must serve the weights of --model (whose tokenizer and context the \
+host uses): the host sends token ids and reads back the sampled ids.")]
 pub struct EvalArgs {
     /// Policy model folder [default: the embedded tiny model].
     #[arg(long, value_name = "DIR")]
@@ -63,6 +68,20 @@ pub struct EvalArgs {
     /// Questions rolled out together.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Where rollouts are sampled: in this process, or by an inference server at --url.
+    #[arg(long, value_enum, default_value_t = Backend::Local)]
+    pub backend: Backend,
+    /// The inference server's base URL, e.g. http://127.0.0.1:8080 (with --backend sglang,
+    /// vllm or llama-cpp).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Requests in flight to the server at most.
+    #[arg(long, default_value_t = 64)]
+    pub engine_concurrency: usize,
+    /// Seconds a failing server call (no connection, timeout, 408/429/5xx) is retried before
+    /// the evaluation stops with its error (rerun the command to continue it).
+    #[arg(long, default_value_t = 60.0)]
+    pub engine_retry_s: f64,
     /// Output folder [default: runs/eval-<unix time>].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -96,6 +115,11 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     config.retrieval.index = args.index.clone();
     config.retrieval.top_k = args.top_k;
     config.plugins.dir = args.plugins.plugins.clone();
+    config.rollout.backend = args.backend;
+    config.rollout.url = args.url.clone();
+    config.rollout.engine_concurrency = args.engine_concurrency;
+    config.rollout.engine_retry_s = args.engine_retry_s;
+    config.rollout.validate_backend()?;
     fold_plugin_flags(&mut config, &args.plugins.use_plugin, &args.plugins.config)?;
 
     // Datasets first: a bad line is reported before anything is built.
@@ -159,6 +183,10 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         "max_response_tokens": args.max_response_tokens, "max_turns": args.max_turns,
         "max_obs_tokens": args.max_obs_tokens, "top_k": args.top_k,
     });
+    if args.backend != Backend::Local {
+        // Records sampled by another backend are not continued by this one.
+        settings_json["backend"] = serde_json::json!(args.backend.name());
+    }
     if let Some(judge) = &args.judge_model {
         settings_json["judge"] =
             serde_json::json!({ "model": judge, "max_tokens": args.judge_max_tokens });
@@ -200,13 +228,26 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         passages,
     } = prepare_environment(&config, cache_root)?;
     let model = load_model(&model_dir, DType::F32, &Device::Cpu)?;
+    let r = &config.rollout;
+    let generation = Generation::connect(
+        r.backend,
+        r.url.as_deref(),
+        r.retry_policy(),
+        r.engine_concurrency,
+    )?;
     let stop_sequences = plugins
         .parser
         .as_ref()
         .context("no parser plugin loaded")?
         .stop_sequences()?;
+    let sampler = match &generation {
+        Generation::Local => String::new(),
+        Generation::Server(server) => {
+            format!(" (sampled by {} at {})", server.backend(), server.url())
+        }
+    };
     eprintln!(
-        "research-host eval: model {}, index of {passages} passages, plugins {}",
+        "research-host eval: model {}{sampler}, index of {passages} passages, plugins {}",
         model_dir.display(),
         plugins
             .loaded
@@ -217,6 +258,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     );
     let episodes = Episodes {
         model: &model,
+        generation: &generation,
         plugins: &plugins,
         stop_sequences: &stop_sequences,
     };

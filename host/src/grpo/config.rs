@@ -7,11 +7,13 @@ pub use super::guards::GuardsSection;
 use super::loss::{ImportanceSampling, LossAggregation};
 use super::optim::{AdamWSettings, ScheduleKind};
 use crate::data::corpus::OnBadRecord;
+use crate::inference_server::{Backend, RetryPolicy};
 use crate::model::{DeviceKind, WeightDType};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Everything a training run needs to know.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -152,6 +154,63 @@ pub struct RolloutSection {
     pub top_p: f32,
     /// 0: off.
     pub top_k: usize,
+    /// Where rollouts (and validation) are sampled: local (the host's engine), sglang, vllm
+    /// (servers that load each new policy) or llama-cpp (evaluation only).
+    pub backend: Backend,
+    /// The inference server's base URL, e.g. http://127.0.0.1:30000 (server backends).
+    pub url: Option<String>,
+    /// Optimiser steps between two weight loads of the server: the samples of a step come
+    /// from a policy at most `sync_every − 1` steps older than the one being trained.
+    pub sync_every: u64,
+    /// The folder the host writes the policy to for the server to load (Hugging Face
+    /// layout); unset: RUN/engine-weights. vLLM must have been started on this folder.
+    pub engine_weights: Option<PathBuf>,
+    /// Requests in flight to the server at most.
+    pub engine_concurrency: usize,
+    /// Seconds a failing server call (no connection, timeout, 408/429/5xx) is retried before
+    /// the run stops with its error.
+    pub engine_retry_s: f64,
+    /// Seconds one server request may take.
+    pub engine_timeout_s: f64,
+}
+
+impl RolloutSection {
+    /// Refuses a backend setting that cannot work, naming the key.
+    pub fn validate_backend(&self) -> Result<()> {
+        match (self.backend, &self.url) {
+            (Backend::Local, Some(url)) => bail!(
+                "rollout.url is `{url}` but rollout.backend is local: set rollout.backend to \
+                 sglang, vllm or llama-cpp, or remove rollout.url"
+            ),
+            (Backend::Local, None) => {}
+            (backend, None) => bail!(
+                "rollout.backend = \"{backend}\" needs rollout.url, the server's base URL (e.g. \
+                 http://127.0.0.1:30000)"
+            ),
+            (_, Some(_)) => {}
+        }
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if self.sync_every == 0
+            || self.engine_concurrency == 0
+            || !positive(self.engine_timeout_s)
+            || !(self.engine_retry_s.is_finite() && self.engine_retry_s >= 0.0)
+        {
+            bail!(
+                "rollout.sync_every and rollout.engine_concurrency must be at least 1, \
+                 rollout.engine_timeout_s positive and rollout.engine_retry_s ≥ 0"
+            );
+        }
+        Ok(())
+    }
+
+    /// How server calls are timed out and retried.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            request_timeout: Duration::from_secs_f64(self.engine_timeout_s),
+            retry_for: Duration::from_secs_f64(self.engine_retry_s),
+            ..RetryPolicy::default()
+        }
+    }
 }
 
 impl Default for RolloutSection {
@@ -165,6 +224,13 @@ impl Default for RolloutSection {
             temperature: 1.0,
             top_p: 1.0,
             top_k: 0,
+            backend: Backend::Local,
+            url: None,
+            sync_every: 1,
+            engine_weights: None,
+            engine_concurrency: 64,
+            engine_retry_s: 60.0,
+            engine_timeout_s: 600.0,
         }
     }
 }
@@ -458,6 +524,9 @@ impl TrainConfig {
         if let Some(p) = self.run.out.as_mut() {
             fix(p);
         }
+        if let Some(p) = self.rollout.engine_weights.as_mut() {
+            fix(p);
+        }
         for p in &mut self.sft.data {
             fix(p);
         }
@@ -554,6 +623,14 @@ impl TrainConfig {
             }
         }
         self.guards.validate()?;
+        self.rollout.validate_backend()?;
+        if self.rollout.backend == Backend::LlamaCpp {
+            bail!(
+                "rollout.backend = \"llama-cpp\" cannot train: llama.cpp's server cannot load new \
+                 weights, so it would keep sampling the initial policy; use sglang or vllm to \
+                 train (llama-cpp serves `host eval --backend llama-cpp`)"
+            );
+        }
         match self.model.dtype {
             WeightDType::F32 => {}
             WeightDType::Bf16 => bail!(

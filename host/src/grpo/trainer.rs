@@ -17,7 +17,7 @@ use crate::data::qa::{QaExample, QaSet};
 use crate::model::{LoadedModel, PaddedBatch, Policy, SamplingParams, load_model};
 use crate::plugins::{Finish, PluginSet};
 use crate::rollout::validation::{Validation, validate};
-use crate::rollout::{Episodes, RolloutSettings, RolloutTimes, Trajectory};
+use crate::rollout::{Episodes, Generation, RolloutSettings, RolloutTimes, Trajectory};
 use crate::run_metrics::{GrpoStepMetrics, GrpoStepTimes, MetricsLine, ValidationMetrics};
 use anyhow::{Context, Result, bail};
 use candle_core::{Tensor, Var};
@@ -60,6 +60,10 @@ pub struct Trainer {
     cursor: u64,
     plugin_errors_total: u64,
     guards: Guards,
+    /// Where rollouts and validation are sampled.
+    generation: Generation,
+    /// The step of the policy the inference server holds (None: not loaded by this process).
+    server_step: Option<u64>,
 }
 
 /// One micro-batch of the update, prepared before the first optimiser step.
@@ -139,6 +143,7 @@ struct StepTimes {
     rollout: RolloutTimes,
     forward_backward: f64,
     optimizer: f64,
+    weight_sync: f64,
 }
 
 /// The rollout knobs of a config: sampled groups for training, one greedy rollout per
@@ -309,6 +314,13 @@ impl Trainer {
         if resume {
             run.reset_metrics_after(state.as_ref().map(|s| s.step))?;
         }
+        let r = &config.rollout;
+        let generation = Generation::connect(
+            r.backend,
+            r.url.as_deref(),
+            r.retry_policy(),
+            r.engine_concurrency,
+        )?;
         Ok(Trainer {
             config,
             run,
@@ -323,7 +335,58 @@ impl Trainer {
             cursor,
             plugin_errors_total: 0,
             guards: Guards::new(config_guards),
+            generation,
+            server_step: None,
         })
+    }
+
+    /// The folder the policy is written to for the inference server.
+    pub fn engine_weights_dir(&self) -> PathBuf {
+        self.config
+            .rollout
+            .engine_weights
+            .clone()
+            .unwrap_or_else(|| self.run.root.join("engine-weights"))
+    }
+
+    /// Brings the inference server's weights up to the current policy when they are
+    /// `rollout.sync_every` or more steps behind, when this process has not loaded them yet
+    /// (a fresh start or a resume: whatever the server holds is not trusted), or when `exact`
+    /// and they differ at all. The policy is written to the engine-weights folder (replaced
+    /// atomically) and the server loads it; an error leaves `server_step` as it was, so the
+    /// next call tries again. Returns the seconds spent.
+    fn sync_server(&mut self, exact: bool) -> Result<f64> {
+        let Generation::Server(server) = &self.generation else {
+            return Ok(0.0);
+        };
+        let due = match self.server_step {
+            None => true,
+            Some(loaded) if exact => loaded != self.step,
+            Some(loaded) => self.step - loaded >= self.config.rollout.sync_every,
+        };
+        if !due {
+            return Ok(0.0);
+        }
+        let started = Instant::now();
+        let folder = self.engine_weights_dir();
+        crate::model::save_checkpoint(&self.model.policy, &self.inputs.model_dir, &folder)
+            .with_context(|| {
+                format!(
+                    "cannot write the policy for the server to {}",
+                    folder.display()
+                )
+            })?;
+        server.load_weights(&folder).with_context(|| {
+            format!(
+                "the {} server at {} did not load the policy of step {} from {}",
+                server.backend(),
+                server.url(),
+                self.step,
+                folder.display()
+            )
+        })?;
+        self.server_step = Some(self.step);
+        Ok(started.elapsed().as_secs_f64())
     }
 
     /// Steps completed so far.
@@ -345,6 +408,7 @@ impl Trainer {
         let mut first: Option<Validation> = None;
         let mut latest: Option<Validation> = None;
         if self.step == 0 && every_val > 0 && !self.inputs.validation.is_empty() {
+            self.sync_server(true)?;
             let validation = self.validate()?;
             self.run
                 .append_metrics(&MetricsLine::Validation(ValidationMetrics {
@@ -362,6 +426,7 @@ impl Trainer {
                 && (step.is_multiple_of(every_val) || last)
                 && !self.inputs.validation.is_empty()
             {
+                metrics.time.weight_sync += self.sync_server(true)?;
                 let validation = self.validate()?;
                 first.get_or_insert(validation);
                 latest = Some(validation);
@@ -437,6 +502,7 @@ impl Trainer {
     fn episodes(&self) -> Episodes<'_> {
         Episodes {
             model: &self.model,
+            generation: &self.generation,
             plugins: &self.inputs.plugins,
             stop_sequences: &self.stop_sequences,
         }
@@ -482,7 +548,12 @@ impl Trainer {
         } else {
             1
         };
-        let mut times = StepTimes::default();
+        let mut times = StepTimes {
+            weight_sync: self.sync_server(false)?,
+            ..StepTimes::default()
+        };
+        // The samples come from the server's weights, `lag` steps behind the policy.
+        let sampler_lag = self.server_step.map(|loaded| self.step - loaded);
         let mut errors = Vec::new();
         let mut trajectories: Vec<Trajectory> = Vec::new();
         let mut informative_groups = 0;
@@ -522,7 +593,7 @@ impl Trainer {
                 .write_jsonl(&self.run.trajectories("step", step), &trajectories)?;
         }
         let total = started.elapsed().as_secs_f64();
-        Ok(self.step_metrics(
+        let mut metrics = self.step_metrics(
             step,
             &trajectories,
             &update,
@@ -530,7 +601,9 @@ impl Trainer {
             errors.len(),
             &times,
             total,
-        ))
+        );
+        metrics.sampler_lag = sampler_lag;
+        Ok(metrics)
     }
 
     /// Applies the soft overlong penalty to the rewards and sets the group advantages.
@@ -847,12 +920,14 @@ impl Trainer {
             sequences_skipped: update.sequences_skipped,
             tokens_trained: update.tokens_trained,
             tokens_per_s: generated as f64 / times.rollout.generation.max(1e-9),
+            sampler_lag: None,
             time: GrpoStepTimes {
                 generation: times.rollout.generation,
                 retrieval: times.rollout.retrieval,
                 plugins: times.rollout.plugins,
                 forward_backward: times.forward_backward,
                 optimizer: times.optimizer,
+                weight_sync: times.weight_sync,
                 total,
             },
             validation: None,

@@ -9,6 +9,8 @@
 //!   tokens (an observation) and resume it, or finish it. Finished sequences leave the batch;
 //!   the others go on.
 
+use super::stop_rules::{Progress, StopCheck};
+pub use super::stop_rules::{SeqState, Stop, StopRules};
 use super::tokenizer::ModelTokenizer;
 use super::transformer::{KvCache, Policy};
 use super::worker::on_worker;
@@ -42,26 +44,6 @@ impl Default for SamplingParams {
     }
 }
 
-/// Why a sequence stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stop {
-    /// The turn ended with this stop sequence; the sequence can be resumed.
-    Sequence(String),
-    /// An end-of-sequence token was sampled.
-    Eos,
-    /// The sampled-token budget (or the model's context) ran out.
-    Length,
-}
-
-/// Where a sequence stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SeqState {
-    Running,
-    /// Stopped; waiting for the caller (`append` resumes, `finish` ends).
-    Stopped(Stop),
-    Finished(Stop),
-}
-
 /// One sequence of the batch.
 pub struct Sequence {
     /// Prompt, sampled and appended tokens, in order.
@@ -89,26 +71,12 @@ impl Sequence {
     }
 }
 
-/// Stop rules shared by the batch.
-#[derive(Debug, Clone, Default)]
-pub struct StopRules {
-    pub stop_sequences: Vec<String>,
-    pub eos_ids: Vec<u32>,
-    /// Sampled tokens per sequence (appended tokens do not count).
-    pub max_new_tokens: usize,
-}
-
 /// A batch of sequences decoded together.
 pub struct Engine<'m> {
     policy: &'m Policy,
-    tokenizer: &'m ModelTokenizer,
     params: SamplingParams,
-    rules: StopRules,
+    check: StopCheck<'m>,
     sequences: Vec<Sequence>,
-    /// Longest stop sequence, in characters; bounds the tail decoded for matching.
-    longest_stop: usize,
-    /// Response tokens (sampled and appended) a sequence may hold; `None`: no limit.
-    response_budget: Option<usize>,
 }
 
 impl<'m> Engine<'m> {
@@ -119,27 +87,19 @@ impl<'m> Engine<'m> {
         params: SamplingParams,
         rules: StopRules,
     ) -> Engine<'m> {
-        let longest_stop = rules
-            .stop_sequences
-            .iter()
-            .map(|s| s.chars().count())
-            .max()
-            .unwrap_or(0);
+        let check = StopCheck::new(rules, tokenizer, policy.config().max_position_embeddings);
         Engine {
             policy,
-            tokenizer,
             params,
-            rules,
+            check,
             sequences: Vec::new(),
-            longest_stop,
-            response_budget: None,
         }
     }
 
     /// Limits every sequence's response (sampled and appended tokens together) to `tokens`:
     /// a sequence that reaches it finishes with [`Stop::Length`], also when an append fills it.
     pub fn set_response_budget(&mut self, tokens: usize) {
-        self.response_budget = Some(tokens);
+        self.check.set_response_budget(tokens);
     }
 
     /// Adds `copies` samples of `prompt`, prefilled once. Sample i draws from a generator
@@ -165,7 +125,7 @@ impl<'m> Engine<'m> {
                 turn_start: prompt.len(),
                 cache,
                 next_logits: Some(last.clone()),
-                rng: ChaCha8Rng::seed_from_u64(mix(seed, copy as u64)),
+                rng: ChaCha8Rng::seed_from_u64(sample_seed(seed, copy as u64)),
             });
         }
         Ok(indices)
@@ -244,8 +204,12 @@ impl<'m> Engine<'m> {
     /// prefilled and a new turn starts after them.
     pub fn append(&mut self, index: usize, tokens: &[u32]) -> Result<()> {
         let policy = self.policy;
-        let budget = self.response_budget;
-        let sequence = self.sequence_mut(index)?;
+        let check = &self.check;
+        let count = self.sequences.len();
+        let sequence = self
+            .sequences
+            .get_mut(index)
+            .ok_or_else(|| anyhow::anyhow!("no sequence {index} (the batch has {count})"))?;
         if !matches!(sequence.state, SeqState::Stopped(_)) {
             bail!(
                 "sequence {index} is {:?}; only a stopped sequence can take appended tokens",
@@ -268,7 +232,7 @@ impl<'m> Engine<'m> {
             bail!("nothing to append to sequence {index}");
         }
         let response_len = sequence.tokens.len() - sequence.prompt_len;
-        if budget.is_some_and(|budget| response_len >= budget) {
+        if check.fills_budget(response_len) {
             // Nothing may follow: the appended tokens end the sequence.
             sequence.next_logits = None;
             sequence.state = SeqState::Finished(Stop::Length);
@@ -298,50 +262,21 @@ impl<'m> Engine<'m> {
 
     /// Appends a drawn token to a running sequence and applies the stop rules.
     fn record(&mut self, index: usize, token: u32, logprob: f32) -> Result<()> {
-        let max_positions = self.policy.config().max_position_embeddings;
         let sequence = &mut self.sequences[index];
         sequence.tokens.push(token);
         sequence.sampled.push(true);
         sequence.logprobs.push(logprob);
         sequence.generated += 1;
-        let stop = if self.rules.eos_ids.contains(&token) {
-            Some(SeqState::Finished(Stop::Eos))
-        } else if let Some(sequence_text) = self.matched_stop(index)? {
-            Some(SeqState::Stopped(Stop::Sequence(sequence_text)))
-        } else {
-            let sequence = &self.sequences[index];
-            let out_of_room = sequence.tokens.len() >= max_positions
-                || self
-                    .response_budget
-                    .is_some_and(|budget| sequence.tokens.len() - sequence.prompt_len >= budget);
-            (sequence.generated >= self.rules.max_new_tokens || out_of_room)
-                .then_some(SeqState::Finished(Stop::Length))
+        let progress = Progress {
+            tokens: &sequence.tokens,
+            prompt_len: sequence.prompt_len,
+            turn_start: sequence.turn_start,
+            generated: sequence.generated,
         };
-        if let Some(state) = stop {
-            self.sequences[index].state = state;
+        if let Some(state) = self.check.after_sampled(&progress)? {
+            sequence.state = state;
         }
         Ok(())
-    }
-
-    /// The stop sequence that the current turn's text now contains, if any.
-    fn matched_stop(&self, index: usize) -> Result<Option<String>> {
-        if self.rules.stop_sequences.is_empty() {
-            return Ok(None);
-        }
-        let sequence = &self.sequences[index];
-        // Each token decodes to at least one character (or part of one), so this many tokens
-        // cover the longest stop sequence plus the newest token.
-        let window = self.longest_stop + 4;
-        let start = sequence
-            .turn_start
-            .max(sequence.tokens.len().saturating_sub(window));
-        let tail = self.tokenizer.decode(&sequence.tokens[start..])?;
-        Ok(self
-            .rules
-            .stop_sequences
-            .iter()
-            .find(|stop| tail.contains(stop.as_str()))
-            .cloned())
     }
 }
 
@@ -516,8 +451,8 @@ fn draw(weights: &[f32], total: f32, rng: &mut ChaCha8Rng) -> Option<usize> {
     weights.iter().rposition(|w| *w > 0.0)
 }
 
-/// Derives the seed of sample `index` from the run seed (splitmix64).
-fn mix(seed: u64, index: u64) -> u64 {
+/// Derives the seed of sample `index` from a prompt's seed (splitmix64).
+pub fn sample_seed(seed: u64, index: u64) -> u64 {
     let mut z = seed
         .wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15))
         .wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -12,6 +12,7 @@ pub mod generate;
 pub mod gguf;
 pub mod loader;
 pub mod logprobs;
+pub mod stop_rules;
 pub mod tiny;
 pub mod tokenizer;
 pub mod transformer;

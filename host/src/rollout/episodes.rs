@@ -1,6 +1,7 @@
 //! Scored rollouts of questions: render the prompt (prompt plugin + chat template), roll out,
 //! score with the reward plugin. Training and evaluation both go through here.
 
+use super::generator::Generation;
 use super::runner::{PromptInput, RolloutPlugins, RolloutSettings, RolloutTimes, run_rollouts};
 use super::trajectory::Trajectory;
 use crate::data::qa::QaExample;
@@ -9,9 +10,11 @@ use crate::plugins::{Finish, PluginSet, Rendered, RewardSample};
 use anyhow::{Context, Result};
 use std::time::Instant;
 
-/// The model, the plugins, and the parser's stop sequences (asked once).
+/// The model, where it samples, the plugins, and the parser's stop sequences (asked once).
 pub struct Episodes<'a> {
+    /// The tokenizer and context of every backend; the sampler of the local one.
     pub model: &'a LoadedModel,
+    pub generation: &'a Generation,
     pub plugins: &'a PluginSet,
     pub stop_sequences: &'a [String],
 }
@@ -70,6 +73,7 @@ impl Episodes<'_> {
             stop_sequences: self.stop_sequences.to_vec(),
         };
         let mut trajectories = run_rollouts(
+            self.generation,
             &self.model.policy,
             &self.model.tokenizer,
             &plugins,

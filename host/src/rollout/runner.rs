@@ -7,8 +7,9 @@
 //! A plugin failure ends only the rollout it happened in: that trajectory records the error and
 //! is left out of the loss; the batch goes on.
 
+use super::generator::{Generation, Generator};
 use super::trajectory::{Segment, Trajectory, segment_ranges};
-use crate::model::{Engine, ModelTokenizer, Policy, SamplingParams, SeqState, Stop, StopRules};
+use crate::model::{ModelTokenizer, Policy, SamplingParams, SeqState, Stop, StopRules};
 use crate::plugins::{Action, Finish, ParserPlugin, SearchPlugin};
 use anyhow::Result;
 use std::time::Instant;
@@ -81,9 +82,11 @@ enum Next {
     End(Finish),
 }
 
-/// Runs `settings.group_size` rollouts of every prompt; trajectories come back in prompt
-/// order, samples in order within a prompt. Rewards are not filled in.
+/// Runs `settings.group_size` rollouts of every prompt, sampled where `generation` says;
+/// trajectories come back in prompt order, samples in order within a prompt. Rewards are not
+/// filled in.
 pub fn run_rollouts(
+    generation: &Generation,
     policy: &Policy,
     tokenizer: &ModelTokenizer,
     plugins: &RolloutPlugins,
@@ -96,8 +99,13 @@ pub fn run_rollouts(
         eos_ids: tokenizer.eos_ids().to_vec(),
         max_new_tokens: settings.max_response_tokens,
     };
-    let mut engine = Engine::new(policy, tokenizer, settings.sampling, rules);
-    engine.set_response_budget(settings.max_response_tokens);
+    let mut engine = generation.batch(
+        policy,
+        tokenizer,
+        settings.sampling,
+        rules,
+        settings.max_response_tokens,
+    );
     let mut tracks = Vec::new();
     let started = Instant::now();
     for (p, prompt) in prompts.iter().enumerate() {
@@ -119,18 +127,14 @@ pub fn run_rollouts(
 
     loop {
         let started = Instant::now();
-        engine.step()?;
+        engine.advance()?;
         times.generation += started.elapsed().as_secs_f64();
-        let stopped: Vec<usize> = engine
-            .sequences()
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| matches!(s.state, SeqState::Stopped(_)))
-            .map(|(i, _)| i)
+        let stopped: Vec<usize> = (0..engine.count())
+            .filter(|&i| matches!(engine.sequence(i).state, SeqState::Stopped(_)))
             .collect();
         if !stopped.is_empty() {
             handle_stops(
-                &mut engine,
+                engine.as_mut(),
                 policy.config().max_position_embeddings,
                 tokenizer,
                 plugins,
@@ -147,8 +151,8 @@ pub fn run_rollouts(
 
     let mut trajectories = Vec::with_capacity(tracks.len());
     for (index, track) in tracks.into_iter().enumerate() {
-        let sequence = &engine.sequences()[index];
-        let finish = match (&track.finish, &sequence.state) {
+        let sequence = engine.sequence(index);
+        let finish = match (&track.finish, sequence.state) {
             (Some(finish), _) => finish.clone(),
             (None, SeqState::Finished(stop) | SeqState::Stopped(stop)) => finish_of(stop),
             (None, SeqState::Running) => Finish::Length,
@@ -175,7 +179,7 @@ pub fn run_rollouts(
             times.plugins += started.elapsed().as_secs_f64();
         }
         let mut segments = Vec::new();
-        for (kind, start, end) in segment_ranges(&sequence.sampled) {
+        for (kind, start, end) in segment_ranges(sequence.sampled) {
             segments.push(Segment {
                 kind,
                 start,
@@ -225,7 +229,7 @@ fn finish_of(stop: &Stop) -> Finish {
 /// appends the observations (or ends the sequences).
 #[allow(clippy::too_many_arguments)]
 fn handle_stops(
-    engine: &mut Engine,
+    engine: &mut dyn Generator,
     max_positions: usize,
     tokenizer: &ModelTokenizer,
     plugins: &RolloutPlugins,
@@ -237,8 +241,8 @@ fn handle_stops(
     let mut next: Vec<(usize, Next)> = Vec::with_capacity(stopped.len());
     for &index in stopped {
         let track = &mut tracks[index];
-        let sequence = &engine.sequences()[index];
-        let stop = match &sequence.state {
+        let sequence = engine.sequence(index);
+        let stop = match sequence.state {
             SeqState::Stopped(stop) => stop.clone(),
             _ => continue,
         };
@@ -292,7 +296,7 @@ fn handle_stops(
                 continue;
             }
             Next::Resume => {
-                tracks[index].turn_start = engine.sequences()[index].response().len();
+                tracks[index].turn_start = engine.sequence(index).response().len();
                 engine.append(index, &[])?;
                 continue;
             }
@@ -319,7 +323,7 @@ fn handle_stops(
         };
         match observation {
             Ok(text) => {
-                let sequence = &engine.sequences()[index];
+                let sequence = engine.sequence(index);
                 let room = settings
                     .max_obs_tokens
                     .min(
@@ -331,7 +335,7 @@ fn handle_stops(
                     .min(max_positions.saturating_sub(sequence.tokens.len() + 2));
                 let ids = cap_observation(tokenizer, &text, room)?;
                 engine.append(index, &ids)?;
-                tracks[index].turn_start = engine.sequences()[index].response().len();
+                tracks[index].turn_start = engine.sequence(index).response().len();
             }
             Err(error) => {
                 tracks[index].error = Some(error);

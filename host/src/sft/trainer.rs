@@ -15,8 +15,8 @@ use crate::grpo::trainer::{
 };
 use crate::model::{LoadedModel, PaddedBatch};
 use crate::plugins::PluginSet;
-use crate::rollout::Episodes;
 use crate::rollout::validation::{Validation, validate};
+use crate::rollout::{Episodes, Generation};
 use crate::run_metrics::{MetricsLine, SftStepMetrics, SftStepTimes, ValidationMetrics};
 use anyhow::{Context, Result, bail};
 use candle_core::{Tensor, Var};
@@ -265,8 +265,12 @@ impl SftTrainer {
     pub fn validate(&self) -> Result<Validation> {
         let r = &self.config.rollout;
         let settings = rollout_settings(&self.config, true);
+        // The warm start validates in process whatever rollout.backend says: its policy changes
+        // every step and no server is told about it.
+        let local = Generation::Local;
         let episodes = Episodes {
             model: &self.model,
+            generation: &local,
             plugins: &self.inputs.plugins,
             stop_sequences: &self.stop_sequences,
         };

@@ -1,0 +1,176 @@
+//! Clients of the inference servers that can sample rollouts instead of the in-process engine:
+//! SGLang's native `/generate`, vLLM's OpenAI-compatible `/v1/completions` and llama.cpp's
+//! `/completion`. Every call is token-in, token-out: the prompt goes as token ids and the
+//! sampled token ids come back with their log-probabilities, so no text is re-encoded. SGLang
+//! and vLLM also load new weights from a Hugging Face-layout folder the host writes; llama.cpp
+//! cannot, so it serves evaluation only.
+
+pub mod http;
+pub mod llama_cpp;
+pub mod sglang;
+pub mod vllm;
+
+use crate::model::SamplingParams;
+use anyhow::{Result, bail};
+use http::JsonClient;
+pub use http::RetryPolicy;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// Where rollout tokens are sampled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// The host's own engine, in process.
+    #[default]
+    Local,
+    /// An SGLang server (native `/generate`; weights through `/update_weights_from_disk`).
+    Sglang,
+    /// A vLLM server (`/v1/completions`; weights through `/collective_rpc` `reload_weights`,
+    /// which needs `VLLM_SERVER_DEV_MODE=1`).
+    Vllm,
+    /// A llama.cpp server (`/completion`); it cannot load new weights: evaluation only.
+    LlamaCpp,
+}
+
+impl Backend {
+    /// The name used in configs and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Local => "local",
+            Backend::Sglang => "sglang",
+            Backend::Vllm => "vllm",
+            Backend::LlamaCpp => "llama-cpp",
+        }
+    }
+
+    /// Whether the engine can take the trainer's new weights.
+    pub fn loads_weights(self) -> bool {
+        matches!(self, Backend::Sglang | Backend::Vllm)
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One generation request: continue `prompt` by at most `max_new_tokens` sampled tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct CompletionRequest<'a> {
+    pub prompt: &'a [u32],
+    pub max_new_tokens: usize,
+    /// The parser plugin's stop sequences (the host checks them again on the ids it gets).
+    pub stop: &'a [String],
+    pub sampling: SamplingParams,
+    /// The request's seed (unused when greedy).
+    pub seed: u64,
+}
+
+/// What the engine sampled.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Completion {
+    pub ids: Vec<u32>,
+    /// The log-probability of each id under the model (temperature 1) as the engine reported
+    /// it; NaN where it reported none (llama.cpp leaves out the stop sequence's tokens).
+    pub logprobs: Vec<f32>,
+}
+
+/// An inference server of one kind at one URL.
+#[derive(Debug)]
+pub struct InferenceServer {
+    backend: Backend,
+    client: JsonClient,
+    /// Requests in flight at most.
+    concurrency: usize,
+    /// vLLM's served model name and folder, asked once.
+    vllm_model: OnceLock<vllm::ServedModel>,
+}
+
+impl InferenceServer {
+    /// A client of `backend` at `url` that keeps at most `concurrency` requests in flight (no
+    /// request is made yet).
+    pub fn new(
+        backend: Backend,
+        url: &str,
+        retry: RetryPolicy,
+        concurrency: usize,
+    ) -> Result<InferenceServer> {
+        if backend == Backend::Local {
+            bail!("the local backend has no server");
+        }
+        if concurrency == 0 {
+            bail!("the inference server's concurrency must be at least 1");
+        }
+        Ok(InferenceServer {
+            backend,
+            client: JsonClient::new(url, retry)?,
+            concurrency,
+            vllm_model: OnceLock::new(),
+        })
+    }
+
+    /// Requests in flight at most.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn url(&self) -> &str {
+        self.client.base()
+    }
+
+    /// Waits (within the retry window) until the server answers its health or model-list call.
+    pub fn check(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sglang => sglang::check(&self.client),
+            Backend::Vllm => self.served_model().map(|_| ()),
+            Backend::LlamaCpp => llama_cpp::check(&self.client),
+            Backend::Local => Ok(()),
+        }
+    }
+
+    /// Samples one continuation.
+    pub fn complete(&self, request: &CompletionRequest) -> Result<Completion> {
+        match self.backend {
+            Backend::Sglang => sglang::complete(&self.client, request),
+            Backend::Vllm => vllm::complete(&self.client, &self.served_model()?.id, request),
+            Backend::LlamaCpp => llama_cpp::complete(&self.client, request),
+            Backend::Local => bail!("the local backend has no server"),
+        }
+    }
+
+    /// Makes the engine load the weights in `folder` (a Hugging Face-layout checkpoint) and
+    /// drop every cached prefix computed with the old ones.
+    pub fn load_weights(&self, folder: &Path) -> Result<()> {
+        let folder = std::path::absolute(folder)?;
+        match self.backend {
+            Backend::Sglang => sglang::load_weights(&self.client, &folder),
+            Backend::Vllm => vllm::load_weights(&self.client, self.served_model()?, &folder),
+            Backend::LlamaCpp | Backend::Local => bail!(
+                "the {} backend cannot load new weights: use it for evaluation (`host eval \
+                 --backend {0}`), and sglang or vllm for training",
+                self.backend
+            ),
+        }
+    }
+
+    fn served_model(&self) -> Result<&vllm::ServedModel> {
+        if let Some(model) = self.vllm_model.get() {
+            return Ok(model);
+        }
+        let model = vllm::served_model(&self.client)?;
+        Ok(self.vllm_model.get_or_init(|| model))
+    }
+}
+
+/// Ids and log-probs of the same length: missing log-probs become NaN, extra ones are dropped.
+fn aligned(ids: Vec<u32>, mut logprobs: Vec<f32>) -> Completion {
+    logprobs.resize(ids.len(), f32::NAN);
+    Completion { ids, logprobs }
+}
