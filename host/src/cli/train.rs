@@ -212,6 +212,12 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         }
     );
     eprintln!("  validation  {} questions", validation.len());
+    if let Some(url) = &config.rollout.url {
+        eprintln!(
+            "  sampler     {} server at {url}, loading each policy every {} step(s)",
+            config.rollout.backend, config.rollout.sync_every
+        );
+    }
     for info in &plugins.loaded {
         eprintln!("  {:<11} {}", info.kind.to_string(), info.name);
     }

@@ -798,4 +798,48 @@ mod tests {
         config.grpo.kl_coef = f64::NAN;
         assert!(message(&config).contains("finite"));
     }
+
+    #[test]
+    fn backend_settings_that_cannot_work_are_refused() {
+        let message = |sets: &[&str]| {
+            let mut config = TrainConfig::default();
+            for set in sets {
+                config.set(set).unwrap();
+            }
+            config.validate().map_err(|e| e.to_string())
+        };
+        let ok = [
+            "rollout.backend=sglang",
+            "rollout.url=http://127.0.0.1:30000",
+        ];
+        assert_eq!(message(&ok), Ok(()));
+        assert!(
+            message(&["rollout.backend=vllm"])
+                .unwrap_err()
+                .contains("needs rollout.url")
+        );
+        assert!(
+            message(&["rollout.url=http://x:1"])
+                .unwrap_err()
+                .contains("rollout.backend is local")
+        );
+        assert!(
+            message(&["rollout.backend=llama-cpp", "rollout.url=http://x:1"])
+                .unwrap_err()
+                .contains("cannot load new weights")
+        );
+        assert!(
+            message(&[ok[0], ok[1], "rollout.sync_every=0"])
+                .unwrap_err()
+                .contains("rollout.sync_every")
+        );
+        let mut config = TrainConfig::default();
+        assert!(
+            config
+                .set("rollout.backend=tgi")
+                .unwrap_err()
+                .to_string()
+                .contains("tgi")
+        );
+    }
 }

@@ -52,7 +52,9 @@ enum Failure {
 const QUOTED_BODY: usize = 400;
 
 impl JsonClient {
-    pub fn new(base_url: &str, retry: RetryPolicy) -> Result<JsonClient> {
+    /// A client of the server at `base_url` keeping up to `connections` idle connections to it
+    /// (one per request in flight).
+    pub fn new(base_url: &str, retry: RetryPolicy, connections: usize) -> Result<JsonClient> {
         let base = base_url.trim().trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             anyhow::bail!(
@@ -61,6 +63,7 @@ impl JsonClient {
         }
         let agent = ureq::AgentBuilder::new()
             .timeout(retry.request_timeout)
+            .max_idle_connections_per_host(connections.max(1))
             .build();
         Ok(JsonClient { base, agent, retry })
     }
@@ -177,9 +180,9 @@ mod tests {
 
     #[test]
     fn a_url_without_a_scheme_is_refused() {
-        let error = JsonClient::new("localhost:8000", RetryPolicy::default()).unwrap_err();
+        let error = JsonClient::new("localhost:8000", RetryPolicy::default(), 1).unwrap_err();
         assert!(error.to_string().contains("http://"), "{error}");
-        let client = JsonClient::new(" http://h:1/ ", RetryPolicy::default()).unwrap();
+        let client = JsonClient::new(" http://h:1/ ", RetryPolicy::default(), 1).unwrap();
         assert_eq!(client.url("/generate"), "http://h:1/generate");
     }
 
@@ -196,7 +199,7 @@ mod tests {
             retry_for: Duration::from_millis(800),
             first_pause: Duration::from_millis(100),
         };
-        let client = JsonClient::new(&format!("http://127.0.0.1:{port}"), retry).unwrap();
+        let client = JsonClient::new(&format!("http://127.0.0.1:{port}"), retry, 1).unwrap();
         let started = Instant::now();
         let error = client
             .post::<_, serde_json::Value>("/generate", &serde_json::json!({}))

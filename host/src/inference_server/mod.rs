@@ -106,7 +106,7 @@ impl InferenceServer {
         }
         Ok(InferenceServer {
             backend,
-            client: JsonClient::new(url, retry)?,
+            client: JsonClient::new(url, retry, concurrency)?,
             concurrency,
             vllm_model: OnceLock::new(),
         })
@@ -173,4 +173,82 @@ impl InferenceServer {
 fn aligned(ids: Vec<u32>, mut logprobs: Vec<f32>) -> Completion {
     logprobs.resize(ids.len(), f32::NAN);
     Completion { ids, logprobs }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(sampling: SamplingParams) -> CompletionRequest<'static> {
+        static STOP: [String; 0] = [];
+        CompletionRequest {
+            prompt: &[5, 6, 7],
+            max_new_tokens: 9,
+            stop: &STOP,
+            sampling,
+            seed: 42,
+        }
+    }
+
+    #[test]
+    fn greedy_requests_carry_temperature_zero_and_sampled_ones_their_seed() {
+        let greedy = request(SamplingParams {
+            greedy: true,
+            temperature: 0.7,
+            ..SamplingParams::default()
+        });
+        let sampled = request(SamplingParams {
+            temperature: 0.7,
+            top_p: 0.9,
+            top_k: 0,
+            greedy: false,
+        });
+        let g = sglang::generate_request(&greedy);
+        assert_eq!(g.sampling_params.temperature, 0.0);
+        assert_eq!(g.sampling_params.sampling_seed, None);
+        let s = sglang::generate_request(&sampled);
+        assert_eq!(
+            (s.sampling_params.temperature, s.sampling_params.top_k),
+            (0.7, -1)
+        );
+        assert_eq!(s.sampling_params.sampling_seed, Some(42));
+        assert_eq!(
+            (s.input_ids, s.sampling_params.max_new_tokens),
+            (vec![5, 6, 7], 9)
+        );
+
+        let v = vllm::completions_request("m", &sampled);
+        assert_eq!(
+            (v.temperature, v.top_p, v.top_k, v.seed),
+            (0.7, 0.9, -1, Some(42))
+        );
+        assert_eq!(vllm::completions_request("m", &greedy).temperature, 0.0);
+
+        let l = llama_cpp::completion_request(&sampled);
+        assert_eq!(
+            (l.temperature, l.top_k, l.min_p, l.n_predict),
+            (0.7, 0, 0.0, 9)
+        );
+        assert_eq!(llama_cpp::completion_request(&greedy).temperature, 0.0);
+    }
+
+    #[test]
+    fn log_probs_are_aligned_to_the_ids() {
+        let c = aligned(vec![1, 2, 3], vec![-0.5]);
+        assert_eq!(c.ids, vec![1, 2, 3]);
+        assert_eq!(c.logprobs[0], -0.5);
+        assert!(c.logprobs[1].is_nan() && c.logprobs[2].is_nan());
+        assert_eq!(aligned(vec![1], vec![-1.0, -2.0]).logprobs, vec![-1.0]);
+    }
+
+    #[test]
+    fn the_local_backend_has_no_server() {
+        assert!(
+            InferenceServer::new(Backend::Local, "http://x", RetryPolicy::default(), 1).is_err()
+        );
+        assert!(
+            InferenceServer::new(Backend::Sglang, "http://x", RetryPolicy::default(), 0).is_err()
+        );
+        assert!(Backend::Sglang.loads_weights() && !Backend::LlamaCpp.loads_weights());
+    }
 }
