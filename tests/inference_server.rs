@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use candle_core::{DType, Device};
-use common::{host_command, output_text};
+use common::{comparable_metrics as comparable, host_command, output_text, run_metrics as metrics};
 use research_host::model::{Engine, LoadedModel, SamplingParams, StopRules, load_model};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -27,6 +27,8 @@ struct Behaviour {
     failing_generations: AtomicUsize,
     /// Weight loads that succeed before every later one fails.
     loads_before_failure: Mutex<Option<usize>>,
+    /// How SGLang answers a failed load: 400, or 200 with `success: false`.
+    failed_load_status: Mutex<Option<StatusCode>>,
 }
 
 struct StandIn {
@@ -187,6 +189,13 @@ async fn sglang_generate(State(state): State<Shared>, Json(body): Json<Value>) -
     record(&state, "/generate", &body);
     let p = &body["sampling_params"];
     assert_eq!(body["return_logprob"], true);
+    assert_eq!(p["repetition_penalty"], 1.0);
+    if p["sampling_seed"]
+        .as_u64()
+        .is_some_and(|seed| seed > i32::MAX as u64)
+    {
+        return error(StatusCode::BAD_REQUEST, "sampling_seed out of range");
+    }
     let sampled = sample(
         &state,
         &ids(&body["input_ids"]),
@@ -231,7 +240,12 @@ async fn sglang_update(State(state): State<Shared>, Json(body): Json<Value>) -> 
         Ok(()) => Json(json!({"success": true, "message": "Succeeded to update model weights."}))
             .into_response(),
         Err(message) => (
-            StatusCode::BAD_REQUEST,
+            state
+                .behaviour
+                .failed_load_status
+                .lock()
+                .unwrap()
+                .unwrap_or(StatusCode::BAD_REQUEST),
             Json(json!({"success": false, "message": message})),
         )
             .into_response(),
@@ -249,6 +263,16 @@ async fn vllm_completions(State(state): State<Shared>, Json(body): Json<Value>) 
     record(&state, "/v1/completions", &body);
     assert_eq!(body["model"], "stand-in");
     assert_eq!(body["return_tokens_as_token_ids"], true);
+    assert_eq!(body["repetition_penalty"], 1.0);
+    if body["seed"]
+        .as_u64()
+        .is_some_and(|seed| seed > i64::MAX as u64)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "seed must fit a signed 64-bit integer",
+        );
+    }
     let sampled = sample(
         &state,
         &ids(&body["prompt"]),
@@ -301,6 +325,16 @@ async fn llama_completion(State(state): State<Shared>, Json(body): Json<Value>) 
     record(&state, "/completion", &body);
     assert_eq!(body["return_tokens"], true);
     assert_eq!(body["min_p"], 0.0);
+    assert_eq!(body["repeat_penalty"], 1.0);
+    if body["seed"]
+        .as_u64()
+        .is_none_or(|seed| seed >= u64::from(u32::MAX))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "seed must be a 32-bit value, not -1",
+        );
+    }
     let sampled = sample(
         &state,
         &ids(&body["prompt"]),
@@ -569,30 +603,13 @@ fn train_args(out: &Path, backend: &str, url: &str, extra: &[&str]) -> Vec<Strin
     args
 }
 
+fn strings_of(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
 fn run(args: &[String]) -> std::process::Output {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     host_command(&args).output().unwrap()
-}
-
-fn metrics(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// Metrics without wall-clock times.
-fn comparable(run: &Path) -> Vec<Value> {
-    metrics(run)
-        .into_iter()
-        .map(|mut m| {
-            let o = m.as_object_mut().unwrap();
-            o.remove("time");
-            o.remove("tokens_per_s");
-            m
-        })
-        .collect()
 }
 
 #[test]
@@ -637,8 +654,9 @@ fn training_on_sglang_loads_every_policy_and_resumes_after_a_failed_load() {
             .all(|g| g["sampling_params"]["sampling_seed"].is_u64())
     );
 
-    // The second load fails (after step 1's checkpoint): the run stops naming the server and
-    // the call; `--resume` with the server healthy ends exactly as the uninterrupted run.
+    // The second load fails (before step 2's rollouts, after step 1's checkpoint): the run
+    // stops naming the server and the call; `--resume` on a server that came back at another
+    // address ends exactly as the uninterrupted run.
     let part = dir.path().join("part");
     let server = Server::start(&part.join("engine-weights"));
     *server.state.behaviour.loads_before_failure.lock().unwrap() = Some(1);
@@ -653,14 +671,47 @@ fn training_on_sglang_loads_every_policy_and_resumes_after_a_failed_load() {
             && text.contains("injected failure of load 2"),
         "{text}"
     );
-    *server.state.behaviour.loads_before_failure.lock().unwrap() = None;
-    let args: Vec<String> = ["train", "--resume", s(&part), "--quiet"]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-    let output = run(&args);
+    let moved = Server::start(&part.join("engine-weights"));
+    let url = format!("rollout.url=\"{}\"", moved.url);
+    let output = run(&strings_of(&[
+        "train",
+        "--resume",
+        s(&part),
+        "--quiet",
+        "--set",
+        &url,
+    ]));
     assert!(output.status.success(), "{}", output_text(&output));
     assert_eq!(comparable(&part), comparable(&full));
+    // Other settings still cannot change on a resume.
+    let output = run(&strings_of(&[
+        "train",
+        "--resume",
+        s(&part),
+        "--set",
+        "rollout.sync_every=3",
+    ]));
+    assert!(!output.status.success());
+
+    // The load before the last validation fails (step 2 updated in memory, its metrics line
+    // and checkpoint not written), answered 200 with `success: false`: the resume redoes
+    // step 2 from step 1's checkpoint and ends as the uninterrupted run.
+    let late = dir.path().join("late");
+    let server = Server::start(&late.join("engine-weights"));
+    *server.state.behaviour.loads_before_failure.lock().unwrap() = Some(2);
+    *server.state.behaviour.failed_load_status.lock().unwrap() = Some(StatusCode::OK);
+    let output = run(&train_args(&late, "sglang", &server.url, &[]));
+    let text = output_text(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains("did not load the policy of step 2") && text.contains("SGLang did not load"),
+        "{text}"
+    );
+    assert!(!late.join("checkpoints/step-000002").exists());
+    *server.state.behaviour.loads_before_failure.lock().unwrap() = None;
+    let output = run(&strings_of(&["train", "--resume", s(&late), "--quiet"]));
+    assert!(output.status.success(), "{}", output_text(&output));
+    assert_eq!(comparable(&late), comparable(&full));
 
     // Loads every 2 steps: step 2 samples from the policy of step 0.
     let lagged = dir.path().join("lagged");
@@ -732,6 +783,47 @@ fn training_on_vllm_reloads_its_own_folder_and_llama_cpp_cannot_train() {
         ]
     );
     assert!(!server.calls("/v1/completions").is_empty());
+
+    // A reload that keeps failing (HTTP 500, retried for the window) stops the run naming
+    // the call.
+    *server.state.behaviour.loads_before_failure.lock().unwrap() = Some(0);
+    let output = run(&train_args(
+        &dir.path().join("run4"),
+        "vllm",
+        &server.url,
+        &[
+            "--set",
+            &format!("rollout.engine_weights=\"{}\"", s(&shared)),
+        ],
+    ));
+    let text = output_text(&output);
+    assert!(
+        !output.status.success()
+            && text.contains(&format!("POST {}/collective_rpc failed", server.url))
+            && text.contains("HTTP 500"),
+        "{text}"
+    );
+
+    // The host replaces the engine-weights folder: it may not be the run's checkpoints (or
+    // the model's folder).
+    let run5 = dir.path().join("run5");
+    let output = run(&train_args(
+        &run5,
+        "sglang",
+        &server.url,
+        &[
+            "--set",
+            &format!(
+                "rollout.engine_weights=\"{}\"",
+                s(&run5.join("checkpoints"))
+            ),
+        ],
+    ));
+    let text = output_text(&output);
+    assert!(
+        !output.status.success() && text.contains("overlaps the model folder"),
+        "{text}"
+    );
 
     // llama.cpp cannot load weights: training on it is refused before anything runs.
     let output = run(&train_args(

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{host_command, output_text as text, succeed};
+use common::{
+    comparable_metrics as comparable, host_command, output_text as text, run_metrics as metrics,
+    succeed,
+};
 
 fn host(args: &[&str]) -> Output {
     host_command(args).output().expect("host runs")
@@ -37,27 +40,6 @@ const SMALL: [&str; 18] = [
     "checkpoint.keep_last=3",
     "--plugins=plugins",
 ];
-
-fn metrics(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .expect("metrics.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("metrics line is JSON"))
-        .collect()
-}
-
-/// Metrics without the wall-clock parts, which differ between runs.
-fn comparable(run: &Path) -> Vec<Value> {
-    metrics(run)
-        .into_iter()
-        .map(|mut m| {
-            let object = m.as_object_mut().unwrap();
-            object.remove("time");
-            object.remove("tokens_per_s");
-            m
-        })
-        .collect()
-}
 
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -307,7 +289,7 @@ fn runs_checkpoints_and_resumes_exactly_even_after_sigkill() {
     // Resuming with other settings is refused.
     let changed = host(&["train", "--resume", s(&full), "--lr", "0.5"]);
     assert!(
-        text(&changed).contains("only --steps and --quiet"),
+        text(&changed).contains("only --steps, --quiet and --set of rollout.url"),
         "{}",
         text(&changed)
     );

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{fail, host_command, succeed};
+use common::{comparable_metrics as comparable, fail, host_command, succeed};
 
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -22,21 +22,6 @@ fn read_trajectories(path: &Path) -> Vec<Trajectory> {
         .expect("trajectories")
         .lines()
         .map(|l| serde_json::from_str(l).expect("a trajectory"))
-        .collect()
-}
-
-/// Metrics without the wall-clock parts.
-fn comparable(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .expect("metrics.jsonl")
-        .lines()
-        .map(|l| {
-            let mut m: Value = serde_json::from_str(l).expect("JSON");
-            let object = m.as_object_mut().unwrap();
-            object.remove("time");
-            object.remove("tokens_per_s");
-            m
-        })
         .collect()
 }
 

@@ -125,4 +125,7 @@ print(json.dumps({
     "local_em": sum(r["scores"]["em"] for r in local.values()) / len(local),
     "server_em": sum(r["scores"]["em"] for r in server.values()) / len(server),
 }))
+# The tiny model is the check: every greedy response must be the local backend's.
+if mode == "tiny" and same != len(local):
+    sys.exit(f"FAILED: {len(local) - same} of {len(local)} responses differ from the local backend's")
 EOF

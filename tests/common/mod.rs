@@ -509,3 +509,25 @@ pub fn chain_model(dir: &Path, chains: &[(&str, &str, bool)]) -> PathBuf {
     candle_core::safetensors::save(&tensors, &weights).expect("save weights");
     dir.to_path_buf()
 }
+
+/// The lines of a run folder's metrics.jsonl.
+pub fn run_metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .expect("metrics.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("metrics line is JSON"))
+        .collect()
+}
+
+/// A run's metrics without the wall-clock parts, which differ between runs.
+pub fn comparable_metrics(run: &Path) -> Vec<serde_json::Value> {
+    run_metrics(run)
+        .into_iter()
+        .map(|mut m| {
+            let object = m.as_object_mut().expect("a metrics line is an object");
+            object.remove("time");
+            object.remove("tokens_per_s");
+            m
+        })
+        .collect()
+}

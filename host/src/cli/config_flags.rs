@@ -8,7 +8,7 @@ use clap::Args;
 use std::path::PathBuf;
 
 /// A training config from the command line.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ConfigFlags {
     /// Training config (TOML; see examples/research.toml). Without it: the embedded default.
     #[arg(value_name = "CONFIG")]

@@ -228,13 +228,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         passages,
     } = prepare_environment(&config, cache_root)?;
     let model = load_model(&model_dir, DType::F32, &Device::Cpu)?;
-    let r = &config.rollout;
-    let generation = Generation::connect(
-        r.backend,
-        r.url.as_deref(),
-        r.retry_policy(),
-        r.engine_concurrency,
-    )?;
+    let generation = config.rollout.generation()?;
     let stop_sequences = plugins
         .parser
         .as_ref()

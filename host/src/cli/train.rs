@@ -67,7 +67,8 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub device: Option<DeviceKind>,
     /// Continue the run in RUN_DIR from its newest checkpoint (its saved config is used;
-    /// only --steps and --quiet may change).
+    /// only --steps, --quiet and the inference server's address and waits, `--set
+    /// rollout.url=…`, may change).
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
     /// No progress bar: one log line per step.
@@ -430,7 +431,8 @@ pub fn fold_plugin_flags(
     Ok(())
 }
 
-/// The saved config of a run being resumed; only --steps may change it.
+/// The saved config of a run being resumed; only --steps and the server's settings
+/// ([`RESUMABLE_KEYS`]) may change it.
 fn resumed_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainConfig> {
     let path = run_dir.join("config.toml");
     if !path.is_file() {
@@ -447,7 +449,19 @@ fn resumed_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainConfig> {
             run_dir.display()
         );
     }
-    let changed = args.config.any()
+    // Where the inference server is and how it is waited for do not change what a run
+    // computes: a resume may name a server that came back elsewhere.
+    let (serving, other_sets): (Vec<&String>, Vec<&String>) =
+        args.config.set.iter().partition(|s| {
+            let key = s.split_once('=').map_or(s.as_str(), |(k, _)| k).trim();
+            RESUMABLE_KEYS.contains(&key)
+        });
+    let only_sets = ConfigFlags {
+        set: Vec::new(),
+        ..args.config.clone()
+    };
+    let changed = only_sets.any()
+        || !other_sets.is_empty()
         || args.train.is_some()
         || args.validation.is_some()
         || args.seed.is_some()
@@ -458,16 +472,30 @@ fn resumed_config(args: &TrainArgs, run_dir: &Path) -> Result<TrainConfig> {
         || args.device.is_some();
     if changed {
         bail!(
-            "--resume continues a run with its saved config ({}); only --steps and --quiet may be given",
-            path.display()
+            "--resume continues a run with its saved config ({}); only --steps, --quiet and \
+             --set of {} may be given",
+            path.display(),
+            RESUMABLE_KEYS.join(", ")
         );
     }
     let mut config = TrainConfig::load(&path)?;
     if let Some(steps) = args.steps {
         config.run.steps = steps;
     }
+    for assignment in serving {
+        config.set(assignment)?;
+    }
     Ok(config)
 }
+
+/// Settings a resumed run may change: where the inference server is and how long its calls
+/// are waited for.
+const RESUMABLE_KEYS: [&str; 4] = [
+    "rollout.url",
+    "rollout.engine_concurrency",
+    "rollout.engine_retry_s",
+    "rollout.engine_timeout_s",
+];
 
 /// The active plugins: the config's [plugins] tables (which hold --use and --config).
 fn selection(config: &TrainConfig) -> Result<Selection> {

@@ -189,18 +189,31 @@ impl RolloutSection {
             ),
             (_, Some(_)) => {}
         }
-        let positive = |v: f64| v.is_finite() && v > 0.0;
+        // A week bounds both waits (and keeps them within what a Duration holds).
+        let week = 7.0 * 86_400.0;
         if self.sync_every == 0
             || self.engine_concurrency == 0
-            || !positive(self.engine_timeout_s)
-            || !(self.engine_retry_s.is_finite() && self.engine_retry_s >= 0.0)
+            || !(self.engine_timeout_s > 0.0 && self.engine_timeout_s <= week)
+            || !(self.engine_retry_s >= 0.0 && self.engine_retry_s <= week)
         {
             bail!(
                 "rollout.sync_every and rollout.engine_concurrency must be at least 1, \
-                 rollout.engine_timeout_s positive and rollout.engine_retry_s ≥ 0"
+                 rollout.engine_timeout_s in (0, 604800] seconds and rollout.engine_retry_s in \
+                 [0, 604800]"
             );
         }
         Ok(())
+    }
+
+    /// Where this section samples: in process, or a client of its server once the server
+    /// answers.
+    pub fn generation(&self) -> Result<crate::rollout::Generation> {
+        crate::rollout::Generation::connect(
+            self.backend,
+            self.url.as_deref(),
+            self.retry_policy(),
+            self.engine_concurrency,
+        )
     }
 
     /// How server calls are timed out and retried.
@@ -828,11 +841,19 @@ mod tests {
                 .unwrap_err()
                 .contains("cannot load new weights")
         );
-        assert!(
-            message(&[ok[0], ok[1], "rollout.sync_every=0"])
-                .unwrap_err()
-                .contains("rollout.sync_every")
-        );
+        for bad in [
+            "rollout.sync_every=0",
+            "rollout.engine_retry_s=1e300",
+            "rollout.engine_timeout_s=0",
+            "rollout.engine_retry_s=nan",
+        ] {
+            assert!(
+                message(&[ok[0], ok[1], bad])
+                    .unwrap_err()
+                    .contains("rollout.sync_every"),
+                "{bad}"
+            );
+        }
         let mut config = TrainConfig::default();
         assert!(
             config

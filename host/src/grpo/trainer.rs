@@ -261,6 +261,41 @@ fn trainable_params(model: &LoadedModel) -> BTreeMap<String, Var> {
     data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
+/// The folder the policy is written to for the inference server: `rollout.engine_weights`,
+/// else RUN/engine-weights.
+fn engine_weights_dir(config: &TrainConfig, run: &RunDir) -> PathBuf {
+    config
+        .rollout
+        .engine_weights
+        .clone()
+        .unwrap_or_else(|| run.root.join("engine-weights"))
+}
+
+/// Refuses an engine-weights folder that is, holds or lies inside the initial model's folder
+/// or the run's checkpoints: the host replaces that folder, whole, with every new policy.
+fn refuse_shared_weights_folder(folder: &Path, model_dir: &Path, run: &RunDir) -> Result<()> {
+    let resolve = |p: &Path| {
+        p.canonicalize().unwrap_or_else(|_| {
+            super::config::lexically_normal(&std::path::absolute(p).unwrap_or(p.to_path_buf()))
+        })
+    };
+    let target = resolve(folder);
+    let overlaps = |other: &Path| {
+        let other = resolve(other);
+        target.starts_with(&other) || other.starts_with(&target)
+    };
+    if overlaps(model_dir) || overlaps(&run.checkpoints()) {
+        bail!(
+            "rollout.engine_weights ({}) overlaps the model folder ({}) or the run's checkpoints: \
+             the host replaces that folder with every new policy; give the server a folder of its \
+             own (for vLLM, copy the initial model there and start vLLM on it)",
+            folder.display(),
+            model_dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Derives a seed from the run seed and two counters (splitmix64 over the mix).
 pub fn derive_seed(seed: u64, a: u64, b: u64) -> u64 {
     let mut z =
@@ -314,13 +349,11 @@ impl Trainer {
         if resume {
             run.reset_metrics_after(state.as_ref().map(|s| s.step))?;
         }
-        let r = &config.rollout;
-        let generation = Generation::connect(
-            r.backend,
-            r.url.as_deref(),
-            r.retry_policy(),
-            r.engine_concurrency,
-        )?;
+        if config.rollout.backend.loads_weights() {
+            let folder = engine_weights_dir(&config, &run);
+            refuse_shared_weights_folder(&folder, &inputs.model_dir, &run)?;
+        }
+        let generation = config.rollout.generation()?;
         Ok(Trainer {
             config,
             run,
@@ -342,11 +375,7 @@ impl Trainer {
 
     /// The folder the policy is written to for the inference server.
     pub fn engine_weights_dir(&self) -> PathBuf {
-        self.config
-            .rollout
-            .engine_weights
-            .clone()
-            .unwrap_or_else(|| self.run.root.join("engine-weights"))
+        engine_weights_dir(&self.config, &self.run)
     }
 
     /// Brings the inference server's weights up to the current policy when they are

@@ -21,8 +21,17 @@ pub struct CompletionRequestBody {
     pub top_k: usize,
     /// llama.cpp's default of 0.05 would cut the distribution: off.
     pub min_p: f32,
+    /// Neutral values for llama.cpp's other samplers, so that no server default reshapes the
+    /// policy's distribution.
+    pub typical_p: f32,
+    pub repeat_penalty: f32,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    pub dry_multiplier: f32,
+    pub xtc_probability: f32,
     pub stop: Vec<String>,
-    pub seed: u64,
+    /// 32 bits, never 0xFFFFFFFF (which asks llama.cpp for a random seed).
+    pub seed: u32,
     /// Log-probs of the sampled token (and of the likeliest one).
     pub n_probs: u32,
     pub return_tokens: bool,
@@ -61,8 +70,14 @@ pub fn completion_request(request: &CompletionRequest) -> CompletionRequestBody 
         top_p: s.top_p,
         top_k: s.top_k,
         min_p: 0.0,
+        typical_p: 1.0,
+        repeat_penalty: 1.0,
+        presence_penalty: 0.0,
+        frequency_penalty: 0.0,
+        dry_multiplier: 0.0,
+        xtc_probability: 0.0,
         stop: request.stop.to_vec(),
-        seed: request.seed,
+        seed: (request.seed % u64::from(u32::MAX)) as u32,
         n_probs: 1,
         return_tokens: true,
         cache_prompt: true,

@@ -73,8 +73,10 @@ pub struct CompletionRequest<'a> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Completion {
     pub ids: Vec<u32>,
-    /// The log-probability of each id under the model (temperature 1) as the engine reported
-    /// it; NaN where it reported none (llama.cpp leaves out the stop sequence's tokens).
+    /// The log-probability of each id as the engine reported it (vLLM and llama.cpp: under the
+    /// model at temperature 1; SGLang: after its temperature unless it runs with
+    /// `SGLANG_RETURN_ORIGINAL_LOGPROB=1`); NaN where it reported none (llama.cpp leaves out
+    /// the stop sequence's tokens). Kept beside each sequence, not used by the loss.
     pub logprobs: Vec<f32>,
 }
 
@@ -212,6 +214,7 @@ mod tests {
             (0.7, -1)
         );
         assert_eq!(s.sampling_params.sampling_seed, Some(42));
+        assert_eq!(s.sampling_params.repetition_penalty, 1.0);
         assert_eq!(
             (s.input_ids, s.sampling_params.max_new_tokens),
             (vec![5, 6, 7], 9)
@@ -250,5 +253,25 @@ mod tests {
             InferenceServer::new(Backend::Sglang, "http://x", RetryPolicy::default(), 0).is_err()
         );
         assert!(Backend::Sglang.loads_weights() && !Backend::LlamaCpp.loads_weights());
+    }
+
+    #[test]
+    fn seeds_fit_each_server() {
+        let sampled = SamplingParams {
+            temperature: 1.0,
+            ..SamplingParams::default()
+        };
+        let mut r = request(sampled);
+        for seed in [u64::MAX, u64::MAX - 1, 1 << 63, u64::from(u32::MAX)] {
+            r.seed = seed;
+            let v = vllm::completions_request("m", &r).seed.unwrap();
+            assert!(v <= i64::MAX as u64);
+            let s = sglang::generate_request(&r)
+                .sampling_params
+                .sampling_seed
+                .unwrap();
+            assert!(s <= i32::MAX as u64);
+            assert_ne!(llama_cpp::completion_request(&r).seed, u32::MAX);
+        }
     }
 }

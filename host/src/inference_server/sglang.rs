@@ -26,10 +26,17 @@ pub struct SamplingParams {
     /// -1: off.
     pub top_k: i64,
     pub stop: Vec<String>,
+    /// Neutral values, sent so that no server default (e.g. from the model's
+    /// generation_config.json) reshapes the policy's distribution.
+    pub min_p: f32,
+    pub repetition_penalty: f32,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
     /// Keep the stop sequence in the text (the ids always hold it).
     pub no_stop_trim: bool,
     pub skip_special_tokens: bool,
-    /// The request's seed (sampled requests only).
+    /// The request's seed (sampled requests only; 31 bits, which every SGLang version stores).
+    /// SGLang follows it only when started with `--enable-deterministic-inference`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampling_seed: Option<u64>,
 }
@@ -80,9 +87,13 @@ pub fn generate_request(request: &CompletionRequest) -> GenerateRequest {
             top_p: s.top_p,
             top_k: if s.top_k == 0 { -1 } else { s.top_k as i64 },
             stop: request.stop.to_vec(),
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
             no_stop_trim: true,
             skip_special_tokens: false,
-            sampling_seed: (!greedy).then_some(request.seed),
+            sampling_seed: (!greedy).then_some(request.seed & 0x7FFF_FFFF),
         },
         return_logprob: true,
     }

@@ -24,6 +24,13 @@ pub struct CompletionsRequest {
     /// -1: off.
     pub top_k: i64,
     pub stop: Vec<String>,
+    /// Neutral values, sent so that no server default (vLLM reads the model's
+    /// generation_config.json) reshapes the policy's distribution.
+    pub min_p: f32,
+    pub repetition_penalty: f32,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+    /// The request's seed (sampled requests only; vLLM takes a signed 64-bit one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// Log-probs of the sampled token (and of the likeliest one).
@@ -94,7 +101,11 @@ pub fn completions_request(model: &str, request: &CompletionRequest) -> Completi
         top_p: s.top_p,
         top_k: if s.top_k == 0 { -1 } else { s.top_k as i64 },
         stop: request.stop.to_vec(),
-        seed: (!greedy).then_some(request.seed),
+        min_p: 0.0,
+        repetition_penalty: 1.0,
+        frequency_penalty: 0.0,
+        presence_penalty: 0.0,
+        seed: (!greedy).then_some(request.seed & i64::MAX as u64),
         logprobs: 1,
         return_token_ids: true,
         return_tokens_as_token_ids: true,
@@ -170,8 +181,8 @@ pub fn load_weights(client: &JsonClient, served: &ServedModel, folder: &Path) ->
     if !same {
         bail!(
             "vLLM at {} serves `{}` from {}, but the host writes the new weights to {}: vLLM \
-             reloads only the folder it was started on, so start it on that folder (`vllm serve \
-             {}`, with VLLM_SERVER_DEV_MODE=1) or set rollout.engine_weights to its folder",
+             reloads only the folder it was started on, so start it on that folder (copy the initial \
+             model there, then `vllm serve {}` with VLLM_SERVER_DEV_MODE=1)",
             client.base(),
             served.id,
             served.root.as_deref().unwrap_or("an unknown folder"),

@@ -232,7 +232,13 @@ impl<'m> Engine<'m> {
             bail!("nothing to append to sequence {index}");
         }
         let response_len = sequence.tokens.len() - sequence.prompt_len;
-        if check.fills_budget(response_len) {
+        let progress = Progress {
+            tokens: &sequence.tokens,
+            prompt_len: sequence.prompt_len,
+            turn_start: sequence.turn_start,
+            generated: sequence.generated,
+        };
+        if check.fills_budget(response_len) || check.room(&progress) == 0 {
             // Nothing may follow: the appended tokens end the sequence.
             sequence.next_logits = None;
             sequence.state = SeqState::Finished(Stop::Length);

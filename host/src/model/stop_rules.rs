@@ -93,8 +93,8 @@ impl<'m> StopCheck<'m> {
             .is_some_and(|budget| response_len >= budget)
     }
 
-    /// Tokens the sequence may still sample before a length rule ends it (at least 1 for a
-    /// running sequence).
+    /// Tokens the sequence may still sample before a length rule ends it (a sequence resumed
+    /// with no room left is finished instead, so a running one has at least 1).
     pub fn room(&self, progress: &Progress) -> usize {
         let len = progress.tokens.len();
         let mut room = self

@@ -4,12 +4,14 @@
 //! until the engine stops it). Both apply the same stop rules to the ids they record, keep
 //! sampled and appended tokens apart, and seed every sample of a prompt from (seed, sample).
 
-use crate::inference_server::{Backend, CompletionRequest, InferenceServer, RetryPolicy};
+use crate::inference_server::{
+    Backend, Completion, CompletionRequest, InferenceServer, RetryPolicy,
+};
 use crate::model::stop_rules::{Progress, StopCheck};
 use crate::model::{Engine, ModelTokenizer, Policy, SamplingParams, SeqState, StopRules};
 use anyhow::{Context, Result, bail};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Where a run samples: the host's own engine or an inference server.
 #[derive(Debug, Default)]
@@ -65,7 +67,12 @@ impl Generation {
                 let mut check =
                     StopCheck::new(rules, tokenizer, policy.config().max_position_embeddings);
                 check.set_response_budget(response_budget);
-                Box::new(ServerBatch::new(server, check, sampling))
+                Box::new(ServerBatch::new(
+                    server,
+                    check,
+                    policy.config().vocab_size,
+                    sampling,
+                ))
             }
         }
     }
@@ -181,6 +188,8 @@ impl ServerSequence {
 pub struct ServerBatch<'a> {
     server: &'a InferenceServer,
     check: StopCheck<'a>,
+    /// Ids at or above it are refused.
+    vocab_size: usize,
     sampling: SamplingParams,
     sequences: Vec<ServerSequence>,
 }
@@ -189,11 +198,13 @@ impl<'a> ServerBatch<'a> {
     pub fn new(
         server: &'a InferenceServer,
         check: StopCheck<'a>,
+        vocab_size: usize,
         sampling: SamplingParams,
     ) -> ServerBatch<'a> {
         ServerBatch {
             server,
             check,
+            vocab_size,
             sampling,
             sequences: Vec::new(),
         }
@@ -259,16 +270,28 @@ impl Generator for ServerBatch<'_> {
                 }
             })
             .collect();
-        let answers = send_all(self.server, &requests);
+        let answers = send_all(self.server, &requests).with_context(|| {
+            format!(
+                "the {} server at {} failed to sample",
+                self.server.backend(),
+                self.server.url()
+            )
+        })?;
         drop(requests);
-        for (&index, answer) in running.iter().zip(answers) {
-            let completion = answer.with_context(|| {
-                format!(
-                    "the {} server at {} failed to sample",
+        for (&index, completion) in running.iter().zip(answers) {
+            if let Some(bad) = completion
+                .ids
+                .iter()
+                .find(|&&id| id as usize >= self.vocab_size)
+            {
+                bail!(
+                    "the {} server at {} returned token id {bad}, outside the model's vocabulary \
+                     of {}: does it serve the same model as the host?",
                     self.server.backend(),
-                    self.server.url()
-                )
-            })?;
+                    self.server.url(),
+                    self.vocab_size
+                );
+            }
             let sequence = &mut self.sequences[index];
             sequence.requests += 1;
             if completion.ids.is_empty() {
@@ -325,6 +348,7 @@ impl Generator for ServerBatch<'_> {
         sequence.state = if self
             .check
             .fills_budget(sequence.tokens.len() - sequence.prompt_len)
+            || self.check.room(&sequence.progress()) == 0
         {
             // Nothing may follow: the appended tokens end the sequence.
             SeqState::Finished(crate::model::Stop::Length)
@@ -348,33 +372,41 @@ impl Generator for ServerBatch<'_> {
 }
 
 /// Sends `requests` with at most the server's concurrency in flight; the answers come back in
-/// request order.
-fn send_all(
-    server: &InferenceServer,
-    requests: &[CompletionRequest],
-) -> Vec<Result<crate::inference_server::Completion>> {
+/// request order. After a request fails for good (its retry window spent) no further request
+/// is sent, so a dead server stops the batch within about one retry window, and that first
+/// error is returned.
+fn send_all(server: &InferenceServer, requests: &[CompletionRequest]) -> Result<Vec<Completion>> {
     let workers = server.concurrency().min(requests.len()).max(1);
     let next = AtomicUsize::new(0);
-    let answers: Mutex<Vec<Option<Result<crate::inference_server::Completion>>>> =
+    let failed = AtomicBool::new(false);
+    let answers: Mutex<Vec<Option<Result<Completion>>>> =
         Mutex::new((0..requests.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
-                loop {
+                while !failed.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(request) = requests.get(i) else {
                         break;
                     };
                     let answer = server.complete(request);
+                    if answer.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
                     answers.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(answer);
                 }
             });
         }
     });
+    let mut answers = answers.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Some(error) = answers.iter_mut().find_map(|a| match a {
+        Some(Err(_)) => a.take().and_then(Result::err),
+        _ => None,
+    }) {
+        return Err(error);
+    }
     answers
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
         .into_iter()
-        .map(|a| a.unwrap_or_else(|| Err(anyhow::anyhow!("a request was not sent"))))
+        .map(|a| a.unwrap_or_else(|| bail!("a request was not sent")))
         .collect()
 }
