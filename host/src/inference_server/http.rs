@@ -156,10 +156,24 @@ impl JsonClient {
                 }
             }
             Err(ureq::Error::Transport(transport)) => {
-                Err(Failure::Transient(transport.to_string()))
+                Err(Failure::Transient(transport_message(&transport)))
             }
         }
     }
+}
+
+/// What went wrong below HTTP, without the URL (the caller's message names it).
+fn transport_message(transport: &ureq::Transport) -> String {
+    let mut text = transport.kind().to_string();
+    if let Some(message) = transport.message() {
+        text.push_str(": ");
+        text.push_str(message);
+    }
+    if let Some(source) = std::error::Error::source(transport) {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+    }
+    text
 }
 
 /// The start of a body, for an error message.
@@ -212,6 +226,9 @@ mod tests {
         );
         // 100 + 200 + 400 ms of pauses fit the window; the next (800 ms) would not.
         assert!(error.contains("failed 4 time(s)"), "{error}");
+        // The URL once, then the cause.
+        assert_eq!(error.matches("127.0.0.1").count(), 1, "{error}");
+        assert!(error.contains("Connection refused"), "{error}");
         assert!(spent >= Duration::from_millis(650), "{spent:?}");
         assert!(spent < Duration::from_secs(5), "{spent:?}");
     }
