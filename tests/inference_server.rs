@@ -460,6 +460,24 @@ fn eval_through_each_server_kind_gives_the_local_greedy_tokens() {
         }
         // vLLM answered 5 tokens at a time, so its turns took several requests.
         assert!(server.calls("/v1/completions").len() > server.calls("/generate").len());
+
+        // A server holds the weights: the host needs only the config and the tokenizer.
+        let shape = dir.path().join("shape-only");
+        let _ = std::fs::remove_dir_all(&shape);
+        std::fs::create_dir(&shape).unwrap();
+        for entry in std::fs::read_dir(model).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "safetensors") {
+                std::fs::copy(&path, shape.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        let out = dir.path().join("shape-out");
+        let _ = std::fs::remove_dir_all(&out);
+        eval(&shape, &out, &["--backend", "sglang", "--url", &server.url]);
+        assert_eq!(eval_records(&out), expected);
+        let args = [&EVAL[..], &["--model", s(&shape), "--out", s(&out)]].concat();
+        let output = host_command(&args).output().unwrap();
+        assert!(!output.status.success(), "{}", output_text(&output));
     }
 }
 

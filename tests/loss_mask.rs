@@ -31,7 +31,7 @@ fn scripted_rollouts(
     let stop_sequences = plugins.parser.as_ref().unwrap().stop_sequences().unwrap();
     let local = Generation::Local;
     let episodes = Episodes {
-        model: &model,
+        model: (&model).into(),
         generation: &local,
         plugins: &plugins,
         stop_sequences: &stop_sequences,

@@ -10,9 +10,10 @@ use crate::eval::{DatasetReport, EvalOptions, evaluate};
 use crate::grpo::TrainConfig;
 use crate::grpo::assets::world_questions;
 use crate::inference_server::Backend;
-use crate::model::{SamplingParams, load_model};
+use crate::model::loader::{load_tokenizer, read_config};
+use crate::model::{LoadedModel, ModelConfig, ModelTokenizer, SamplingParams, load_model};
 use crate::plugins::{PluginKind, PluginSet};
-use crate::rollout::{Episodes, Generation, RolloutSettings};
+use crate::rollout::{Episodes, Generation, RolloutModel, RolloutSettings};
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device};
 use clap::Args;
@@ -227,8 +228,18 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         plugins,
         passages,
     } = prepare_environment(&config, cache_root)?;
-    let model = load_model(&model_dir, DType::F32, &Device::Cpu)?;
     let generation = config.rollout.generation()?;
+    // A server samples from its own copy of the weights: the host needs only the model's
+    // config and tokenizer then.
+    let held = match &generation {
+        Generation::Local => HeldModel::Whole(load_model(&model_dir, DType::F32, &Device::Cpu)?),
+        Generation::Server(_) => {
+            let model_config = read_config(&model_dir)?;
+            let tokenizer = load_tokenizer(&model_dir, &model_config)?;
+            HeldModel::Shape(model_config, tokenizer)
+        }
+    };
+    let model = held.view();
     let stop_sequences = plugins
         .parser
         .as_ref()
@@ -251,7 +262,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
             .join(", ")
     );
     let episodes = Episodes {
-        model: &model,
+        model,
         generation: &generation,
         plugins: &plugins,
         stop_sequences: &stop_sequences,
@@ -291,6 +302,26 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         out.join("report.json").display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The policy model as `host eval` holds it: whole for the local backend; its config and
+/// tokenizer only when a server samples.
+enum HeldModel {
+    Whole(LoadedModel),
+    Shape(ModelConfig, ModelTokenizer),
+}
+
+impl HeldModel {
+    fn view(&self) -> RolloutModel<'_> {
+        match self {
+            HeldModel::Whole(model) => RolloutModel::from(model),
+            HeldModel::Shape(config, tokenizer) => RolloutModel {
+                config,
+                tokenizer,
+                policy: None,
+            },
+        }
+    }
 }
 
 /// Plugin settings whose key names a secret (`…key`, `…token…`, `…password…`, `…secret…`) are

@@ -530,7 +530,7 @@ impl Trainer {
     /// The rollout machinery over the current policy.
     fn episodes(&self) -> Episodes<'_> {
         Episodes {
-            model: &self.model,
+            model: (&self.model).into(),
             generation: &self.generation,
             plugins: &self.inputs.plugins,
             stop_sequences: &self.stop_sequences,

@@ -81,6 +81,18 @@ pub fn load_model(dir: &Path, dtype: DType, device: &Device) -> Result<LoadedMod
             dir.join("model.safetensors.index.json").display()
         )
     };
+    let tokenizer = load_tokenizer(dir, &config)?;
+    let policy = Policy::from_tensors(config, tensors, dtype, device, &origin)?;
+    Ok(LoadedModel {
+        dir: dir.to_path_buf(),
+        policy,
+        tokenizer,
+    })
+}
+
+/// The tokenizer of the model folder `dir` whose config is `config`, checked to fit its
+/// vocabulary.
+pub fn load_tokenizer(dir: &Path, config: &ModelConfig) -> Result<ModelTokenizer> {
     let tokenizer = ModelTokenizer::load(dir, config.extra.get("eos_token_id"))?;
     let vocab = tokenizer.inner().get_vocab_size(true);
     if vocab > config.vocab_size {
@@ -90,10 +102,5 @@ pub fn load_model(dir: &Path, dtype: DType, device: &Device) -> Result<LoadedMod
             config.vocab_size
         );
     }
-    let policy = Policy::from_tensors(config, tensors, dtype, device, &origin)?;
-    Ok(LoadedModel {
-        dir: dir.to_path_buf(),
-        policy,
-        tokenizer,
-    })
+    Ok(tokenizer)
 }

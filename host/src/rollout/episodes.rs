@@ -5,15 +5,33 @@ use super::generator::Generation;
 use super::runner::{PromptInput, RolloutPlugins, RolloutSettings, RolloutTimes, run_rollouts};
 use super::trajectory::Trajectory;
 use crate::data::qa::QaExample;
-use crate::model::{LoadedModel, ModelTokenizer};
+use crate::model::{LoadedModel, ModelConfig, ModelTokenizer, Policy};
 use crate::plugins::{Finish, PluginSet, Rendered, RewardSample};
 use anyhow::{Context, Result};
 use std::time::Instant;
 
+/// What rollouts need of the policy model: its config and tokenizer for every backend, its
+/// weights only when the host samples (an inference server holds its own).
+#[derive(Clone, Copy)]
+pub struct RolloutModel<'a> {
+    pub config: &'a ModelConfig,
+    pub tokenizer: &'a ModelTokenizer,
+    pub policy: Option<&'a Policy>,
+}
+
+impl<'a> From<&'a LoadedModel> for RolloutModel<'a> {
+    fn from(model: &'a LoadedModel) -> Self {
+        RolloutModel {
+            config: model.policy.config(),
+            tokenizer: &model.tokenizer,
+            policy: Some(&model.policy),
+        }
+    }
+}
+
 /// The model, where it samples, the plugins, and the parser's stop sequences (asked once).
 pub struct Episodes<'a> {
-    /// The tokenizer and context of every backend; the sampler of the local one.
-    pub model: &'a LoadedModel,
+    pub model: RolloutModel<'a>,
     pub generation: &'a Generation,
     pub plugins: &'a PluginSet,
     pub stop_sequences: &'a [String],
@@ -24,8 +42,8 @@ impl Episodes<'_> {
     pub fn render(&self, question: &str) -> Result<(String, Vec<u32>), String> {
         render_prompt(
             self.plugins,
-            &self.model.tokenizer,
-            self.model.policy.config().max_position_embeddings,
+            self.model.tokenizer,
+            self.model.config.max_position_embeddings,
             question,
         )
     }
@@ -74,8 +92,7 @@ impl Episodes<'_> {
         };
         let mut trajectories = run_rollouts(
             self.generation,
-            &self.model.policy,
-            &self.model.tokenizer,
+            &self.model,
             &plugins,
             &prompts,
             settings,

@@ -4,11 +4,12 @@
 //! until the engine stops it). Both apply the same stop rules to the ids they record, keep
 //! sampled and appended tokens apart, and seed every sample of a prompt from (seed, sample).
 
+use super::episodes::RolloutModel;
 use crate::inference_server::{
     Backend, Completion, CompletionRequest, InferenceServer, RetryPolicy,
 };
 use crate::model::stop_rules::{Progress, StopCheck};
-use crate::model::{Engine, ModelTokenizer, Policy, SamplingParams, SeqState, StopRules};
+use crate::model::{Engine, SamplingParams, SeqState, StopRules};
 use anyhow::{Context, Result, bail};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -48,33 +49,35 @@ impl Generation {
         }
     }
 
-    /// A batch that samples from `policy` (local) or from the server.
+    /// A batch that samples from the model's weights (local) or from the server.
     pub fn batch<'a>(
         &'a self,
-        policy: &'a Policy,
-        tokenizer: &'a ModelTokenizer,
+        model: &RolloutModel<'a>,
         sampling: SamplingParams,
         rules: StopRules,
         response_budget: usize,
-    ) -> Box<dyn Generator + 'a> {
-        match self {
+    ) -> Result<Box<dyn Generator + 'a>> {
+        Ok(match self {
             Generation::Local => {
-                let mut engine = Engine::new(policy, tokenizer, sampling, rules);
+                let policy = model.policy.context(
+                    "the local backend samples from the model's weights, which were not loaded",
+                )?;
+                let mut engine = Engine::new(policy, model.tokenizer, sampling, rules);
                 engine.set_response_budget(response_budget);
                 Box::new(engine)
             }
             Generation::Server(server) => {
                 let mut check =
-                    StopCheck::new(rules, tokenizer, policy.config().max_position_embeddings);
+                    StopCheck::new(rules, model.tokenizer, model.config.max_position_embeddings);
                 check.set_response_budget(response_budget);
                 Box::new(ServerBatch::new(
                     server,
                     check,
-                    policy.config().vocab_size,
+                    model.config.vocab_size,
                     sampling,
                 ))
             }
-        }
+        })
     }
 }
 

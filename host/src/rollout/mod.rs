@@ -7,7 +7,7 @@ pub mod runner;
 pub mod trajectory;
 pub mod validation;
 
-pub use episodes::Episodes;
+pub use episodes::{Episodes, RolloutModel};
 pub use generator::{Generation, Generator};
 pub use runner::{PromptInput, RolloutPlugins, RolloutSettings, RolloutTimes, run_rollouts};
 pub use trajectory::{Segment, SegmentKind, Trajectory};

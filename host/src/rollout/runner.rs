@@ -7,9 +7,10 @@
 //! A plugin failure ends only the rollout it happened in: that trajectory records the error and
 //! is left out of the loss; the batch goes on.
 
+use super::episodes::RolloutModel;
 use super::generator::{Generation, Generator};
 use super::trajectory::{Segment, Trajectory, segment_ranges};
-use crate::model::{ModelTokenizer, Policy, SamplingParams, SeqState, Stop, StopRules};
+use crate::model::{ModelTokenizer, SamplingParams, SeqState, Stop, StopRules};
 use crate::plugins::{Action, Finish, ParserPlugin, SearchPlugin};
 use anyhow::Result;
 use std::time::Instant;
@@ -87,25 +88,24 @@ enum Next {
 /// filled in.
 pub fn run_rollouts(
     generation: &Generation,
-    policy: &Policy,
-    tokenizer: &ModelTokenizer,
+    model: &RolloutModel,
     plugins: &RolloutPlugins,
     prompts: &[PromptInput],
     settings: &RolloutSettings,
     times: &mut RolloutTimes,
 ) -> Result<Vec<Trajectory>> {
+    let tokenizer = model.tokenizer;
     let rules = StopRules {
         stop_sequences: plugins.stop_sequences.clone(),
         eos_ids: tokenizer.eos_ids().to_vec(),
         max_new_tokens: settings.max_response_tokens,
     };
     let mut engine = generation.batch(
-        policy,
-        tokenizer,
+        model,
         settings.sampling,
         rules,
         settings.max_response_tokens,
-    );
+    )?;
     let mut tracks = Vec::new();
     let started = Instant::now();
     for (p, prompt) in prompts.iter().enumerate() {
@@ -135,7 +135,7 @@ pub fn run_rollouts(
         if !stopped.is_empty() {
             handle_stops(
                 engine.as_mut(),
-                policy.config().max_position_embeddings,
+                model.config.max_position_embeddings,
                 tokenizer,
                 plugins,
                 settings,

@@ -269,7 +269,7 @@ impl SftTrainer {
         // every step and no server is told about it.
         let local = Generation::Local;
         let episodes = Episodes {
-            model: &self.model,
+            model: (&self.model).into(),
             generation: &local,
             plugins: &self.inputs.plugins,
             stop_sequences: &self.stop_sequences,
