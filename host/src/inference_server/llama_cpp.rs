@@ -62,7 +62,7 @@ pub struct TokenProbability {
 /// The request for one completion.
 pub fn completion_request(request: &CompletionRequest) -> CompletionRequestBody {
     let s = request.sampling;
-    let greedy = s.greedy || s.temperature <= 0.0;
+    let greedy = request.greedy();
     CompletionRequestBody {
         prompt: request.prompt.to_vec(),
         n_predict: request.max_new_tokens,

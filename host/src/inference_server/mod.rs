@@ -69,6 +69,46 @@ pub struct CompletionRequest<'a> {
     pub seed: u64,
 }
 
+/// The sampling fields that SGLang's `sampling_params` and vLLM's completions request share
+/// (same names, same meaning), flattened into both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedSampling {
+    /// 0 is greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    /// -1: off.
+    pub top_k: i64,
+    pub stop: Vec<String>,
+    /// Neutral values, sent so that no server default (both read the model's
+    /// generation_config.json) reshapes the policy's distribution.
+    pub min_p: f32,
+    pub repetition_penalty: f32,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+}
+
+impl CompletionRequest<'_> {
+    /// Greedy: temperature 0 or asked for.
+    pub fn greedy(&self) -> bool {
+        self.sampling.greedy || self.sampling.temperature <= 0.0
+    }
+
+    /// The shared sampling fields of SGLang's and vLLM's requests.
+    pub fn shared_sampling(&self) -> SharedSampling {
+        let s = self.sampling;
+        SharedSampling {
+            temperature: if self.greedy() { 0.0 } else { s.temperature },
+            top_p: s.top_p,
+            top_k: if s.top_k == 0 { -1 } else { s.top_k as i64 },
+            stop: self.stop.to_vec(),
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+        }
+    }
+}
+
 /// What the engine sampled.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Completion {
@@ -206,26 +246,29 @@ mod tests {
             greedy: false,
         });
         let g = sglang::generate_request(&greedy);
-        assert_eq!(g.sampling_params.temperature, 0.0);
+        assert_eq!(g.sampling_params.shared.temperature, 0.0);
         assert_eq!(g.sampling_params.sampling_seed, None);
         let s = sglang::generate_request(&sampled);
-        assert_eq!(
-            (s.sampling_params.temperature, s.sampling_params.top_k),
-            (0.7, -1)
-        );
+        let shared = &s.sampling_params.shared;
+        assert_eq!((shared.temperature, shared.top_k), (0.7, -1));
+        assert_eq!(shared.repetition_penalty, 1.0);
         assert_eq!(s.sampling_params.sampling_seed, Some(42));
-        assert_eq!(s.sampling_params.repetition_penalty, 1.0);
         assert_eq!(
             (s.input_ids, s.sampling_params.max_new_tokens),
             (vec![5, 6, 7], 9)
         );
 
         let v = vllm::completions_request("m", &sampled);
+        let shared = &v.shared;
         assert_eq!(
-            (v.temperature, v.top_p, v.top_k, v.seed),
-            (0.7, 0.9, -1, Some(42))
+            (shared.temperature, shared.top_p, shared.top_k),
+            (0.7, 0.9, -1)
         );
-        assert_eq!(vllm::completions_request("m", &greedy).temperature, 0.0);
+        assert_eq!(v.seed, Some(42));
+        assert_eq!(
+            vllm::completions_request("m", &greedy).shared.temperature,
+            0.0
+        );
 
         let l = llama_cpp::completion_request(&sampled);
         assert_eq!(

@@ -3,7 +3,7 @@
 //! it), and `GET /get_model_info` to see that the server is up.
 
 use super::http::JsonClient;
-use super::{Completion, CompletionRequest, aligned};
+use super::{Completion, CompletionRequest, SharedSampling, aligned};
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -20,18 +20,8 @@ pub struct GenerateRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SamplingParams {
     pub max_new_tokens: usize,
-    /// 0 is greedy.
-    pub temperature: f32,
-    pub top_p: f32,
-    /// -1: off.
-    pub top_k: i64,
-    pub stop: Vec<String>,
-    /// Neutral values, sent so that no server default (e.g. from the model's
-    /// generation_config.json) reshapes the policy's distribution.
-    pub min_p: f32,
-    pub repetition_penalty: f32,
-    pub frequency_penalty: f32,
-    pub presence_penalty: f32,
+    #[serde(flatten)]
+    pub shared: SharedSampling,
     /// Keep the stop sequence in the text (the ids always hold it).
     pub no_stop_trim: bool,
     pub skip_special_tokens: bool,
@@ -77,23 +67,14 @@ pub struct UpdateWeightsResponse {
 
 /// The request for one completion.
 pub fn generate_request(request: &CompletionRequest) -> GenerateRequest {
-    let s = request.sampling;
-    let greedy = s.greedy || s.temperature <= 0.0;
     GenerateRequest {
         input_ids: request.prompt.to_vec(),
         sampling_params: SamplingParams {
             max_new_tokens: request.max_new_tokens,
-            temperature: if greedy { 0.0 } else { s.temperature },
-            top_p: s.top_p,
-            top_k: if s.top_k == 0 { -1 } else { s.top_k as i64 },
-            stop: request.stop.to_vec(),
-            min_p: 0.0,
-            repetition_penalty: 1.0,
-            frequency_penalty: 0.0,
-            presence_penalty: 0.0,
+            shared: request.shared_sampling(),
             no_stop_trim: true,
             skip_special_tokens: false,
-            sampling_seed: (!greedy).then_some(request.seed & 0x7FFF_FFFF),
+            sampling_seed: (!request.greedy()).then_some(request.seed & 0x7FFF_FFFF),
         },
         return_logprob: true,
     }

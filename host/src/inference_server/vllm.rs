@@ -6,7 +6,7 @@
 //! that folder must be the one the host writes.
 
 use super::http::JsonClient;
-use super::{Completion, CompletionRequest, aligned};
+use super::{Completion, CompletionRequest, SharedSampling, aligned};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -18,18 +18,8 @@ pub struct CompletionsRequest {
     /// The prompt as token ids.
     pub prompt: Vec<u32>,
     pub max_tokens: usize,
-    /// 0 is greedy.
-    pub temperature: f32,
-    pub top_p: f32,
-    /// -1: off.
-    pub top_k: i64,
-    pub stop: Vec<String>,
-    /// Neutral values, sent so that no server default (vLLM reads the model's
-    /// generation_config.json) reshapes the policy's distribution.
-    pub min_p: f32,
-    pub repetition_penalty: f32,
-    pub frequency_penalty: f32,
-    pub presence_penalty: f32,
+    #[serde(flatten)]
+    pub shared: SharedSampling,
     /// The request's seed (sampled requests only; vLLM takes a signed 64-bit one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
@@ -91,21 +81,12 @@ pub struct CollectiveRpc {
 
 /// The request for one completion.
 pub fn completions_request(model: &str, request: &CompletionRequest) -> CompletionsRequest {
-    let s = request.sampling;
-    let greedy = s.greedy || s.temperature <= 0.0;
     CompletionsRequest {
         model: model.to_string(),
         prompt: request.prompt.to_vec(),
         max_tokens: request.max_new_tokens,
-        temperature: if greedy { 0.0 } else { s.temperature },
-        top_p: s.top_p,
-        top_k: if s.top_k == 0 { -1 } else { s.top_k as i64 },
-        stop: request.stop.to_vec(),
-        min_p: 0.0,
-        repetition_penalty: 1.0,
-        frequency_penalty: 0.0,
-        presence_penalty: 0.0,
-        seed: (!greedy).then_some(request.seed & i64::MAX as u64),
+        shared: request.shared_sampling(),
+        seed: (!request.greedy()).then_some(request.seed & i64::MAX as u64),
         logprobs: 1,
         return_token_ids: true,
         return_tokens_as_token_ids: true,
