@@ -69,6 +69,16 @@ impl Sequence {
     pub fn response(&self) -> &[u32] {
         &self.tokens[self.prompt_len..]
     }
+
+    /// What the stop rules read of it.
+    fn progress(&self) -> Progress<'_> {
+        Progress {
+            tokens: &self.tokens,
+            prompt_len: self.prompt_len,
+            turn_start: self.turn_start,
+            generated: self.generated,
+        }
+    }
 }
 
 /// A batch of sequences decoded together.
@@ -205,11 +215,7 @@ impl<'m> Engine<'m> {
     pub fn append(&mut self, index: usize, tokens: &[u32]) -> Result<()> {
         let policy = self.policy;
         let check = &self.check;
-        let count = self.sequences.len();
-        let sequence = self
-            .sequences
-            .get_mut(index)
-            .ok_or_else(|| anyhow::anyhow!("no sequence {index} (the batch has {count})"))?;
+        let sequence = sequence_mut(&mut self.sequences, index)?;
         if !matches!(sequence.state, SeqState::Stopped(_)) {
             bail!(
                 "sequence {index} is {:?}; only a stopped sequence can take appended tokens",
@@ -232,13 +238,7 @@ impl<'m> Engine<'m> {
             bail!("nothing to append to sequence {index}");
         }
         let response_len = sequence.tokens.len() - sequence.prompt_len;
-        let progress = Progress {
-            tokens: &sequence.tokens,
-            prompt_len: sequence.prompt_len,
-            turn_start: sequence.turn_start,
-            generated: sequence.generated,
-        };
-        if check.fills_budget(response_len) || check.room(&progress) == 0 {
+        if check.fills_budget(response_len) || check.room(&sequence.progress()) == 0 {
             // Nothing may follow: the appended tokens end the sequence.
             sequence.next_logits = None;
             sequence.state = SeqState::Finished(Stop::Length);
@@ -252,18 +252,11 @@ impl<'m> Engine<'m> {
 
     /// Ends a stopped sequence for good.
     pub fn finish(&mut self, index: usize) -> Result<()> {
-        let sequence = self.sequence_mut(index)?;
+        let sequence = sequence_mut(&mut self.sequences, index)?;
         if let SeqState::Stopped(stop) = &sequence.state {
             sequence.state = SeqState::Finished(stop.clone());
         }
         Ok(())
-    }
-
-    fn sequence_mut(&mut self, index: usize) -> Result<&mut Sequence> {
-        let count = self.sequences.len();
-        self.sequences
-            .get_mut(index)
-            .ok_or_else(|| anyhow::anyhow!("no sequence {index} (the batch has {count})"))
     }
 
     /// Appends a drawn token to a running sequence and applies the stop rules.
@@ -273,17 +266,19 @@ impl<'m> Engine<'m> {
         sequence.sampled.push(true);
         sequence.logprobs.push(logprob);
         sequence.generated += 1;
-        let progress = Progress {
-            tokens: &sequence.tokens,
-            prompt_len: sequence.prompt_len,
-            turn_start: sequence.turn_start,
-            generated: sequence.generated,
-        };
-        if let Some(state) = self.check.after_sampled(&progress)? {
+        if let Some(state) = self.check.after_sampled(&sequence.progress())? {
             sequence.state = state;
         }
         Ok(())
     }
+}
+
+/// Sequence `index` of `sequences`, or an error naming the batch's size.
+fn sequence_mut(sequences: &mut [Sequence], index: usize) -> Result<&mut Sequence> {
+    let count = sequences.len();
+    sequences
+        .get_mut(index)
+        .ok_or_else(|| anyhow::anyhow!("no sequence {index} (the batch has {count})"))
 }
 
 /// Draws the next token of sequence `index` from its logits and generator: the token and its
